@@ -1,0 +1,273 @@
+//! The validated, typed configuration that both binaries run on.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::units::{Bitrate, PortRange};
+
+/// Which binary is loading the file: each reads only the secret files it needs, so a
+/// systemd unit can be given only its own credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Signaling,
+    Relay,
+}
+
+/// Where the configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    File(PathBuf),
+    /// No file was found: loopback-only development defaults with a public dev secret.
+    DevelopmentDefaults,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// A URI kind that `/api/ice-servers` may list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Advertise {
+    #[serde(rename = "stun")]
+    Stun,
+    #[serde(rename = "turn-udp")]
+    TurnUdp,
+    #[serde(rename = "turn-tcp")]
+    TurnTcp,
+    #[serde(rename = "turns")]
+    Turns,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    #[default]
+    None,
+    Token,
+    Jwt,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub origin: Origin,
+    /// `log_level`; `RUST_LOG` wins when set.
+    pub log_level: Option<String>,
+    pub log_format: LogFormat,
+    pub turn: TurnConfig,
+    pub signaling: SignalingConfig,
+    pub relay: RelayConfig,
+}
+
+/// The HMAC secrets: the first signs, all verify (rotation). Never empty.
+#[derive(Debug, Clone)]
+pub struct Secrets(Vec<SecretString>);
+
+impl Secrets {
+    /// `None` when `list` is empty.
+    #[must_use]
+    pub fn new(list: Vec<SecretString>) -> Option<Self> {
+        (!list.is_empty()).then_some(Self(list))
+    }
+
+    /// The secret new credentials are signed with.
+    #[must_use]
+    pub fn signing(&self) -> &SecretString {
+        &self.0[0]
+    }
+
+    /// Every secret that verifies.
+    #[must_use]
+    pub fn all(&self) -> &[SecretString] {
+        &self.0
+    }
+
+    #[must_use]
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TurnConfig {
+    pub realm: String,
+    pub secrets: Secrets,
+    pub credential_ttl: Duration,
+    pub public_host: String,
+    pub advertise: Vec<Advertise>,
+    pub extra_uris: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// `"*"`, only when written explicitly.
+    Any,
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    /// Bearer tokens; the token's position is not a user id, so the TURN user id is a
+    /// stable digest of the token (see the signaling crate).
+    Token(Vec<SecretString>),
+    /// HS256 JWTs; claim `sub` is the user id.
+    Jwt(SecretString),
+}
+
+impl Auth {
+    #[must_use]
+    pub fn mode(&self) -> AuthMode {
+        match self {
+            Auth::None => AuthMode::None,
+            Auth::Token(_) => AuthMode::Token,
+            Auth::Jwt(_) => AuthMode::Jwt,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerJsConfig {
+    pub enabled: bool,
+    pub path: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SignalingConfig {
+    pub listen: SocketAddr,
+    pub cors_origins: CorsOrigins,
+    pub max_peers_per_room: usize,
+    pub max_payload_bytes: usize,
+    pub max_rooms_per_socket: usize,
+    /// Token bucket per socket: sustained events per second.
+    pub rate_limit_per_second: u32,
+    /// Token bucket per socket: burst size (fits a trickle-ICE burst).
+    pub rate_limit_burst: u32,
+    /// Resolved only when loaded for [`Component::Signaling`]; `Auth::None` otherwise.
+    pub auth: Auth,
+    pub admin_token: Option<SecretString>,
+    pub redis_url: Option<String>,
+    pub socketio_path: String,
+    /// Serve the demo/diagnostics page at `/`.
+    pub demo: bool,
+    pub peerjs: PeerJsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub listen_udp: Vec<SocketAddr>,
+    pub listen_tcp: Vec<SocketAddr>,
+    pub listen_tls: Vec<SocketAddr>,
+    /// Set exactly when `listen_tls` is not empty.
+    pub tls: Option<TlsFiles>,
+    pub relay_ip: IpAddr,
+    /// The address clients see in XOR-RELAYED-ADDRESS (`external_ip`, else `relay_ip`).
+    pub external_ip: IpAddr,
+    pub port_range: PortRange,
+    pub allowed_peers: Vec<IpNet>,
+    pub denied_peers: Vec<IpNet>,
+    pub max_allocations: usize,
+    pub max_allocations_per_user: usize,
+    pub max_bitrate_per_allocation: Bitrate,
+    pub metrics_listen: SocketAddr,
+    /// Cap on concurrent TCP + TLS client connections.
+    pub max_stream_connections: usize,
+    /// A TCP/TLS connection with no complete message for this long is closed.
+    pub stream_idle_timeout: Duration,
+    /// Unauthenticated requests accepted per source IP per second.
+    pub unauth_requests_per_second: u32,
+}
+
+impl Config {
+    /// One line for `--check-config` and the start-up log.
+    #[must_use]
+    pub fn summary(&self, component: Component) -> String {
+        let origin = match &self.origin {
+            Origin::File(p) => p.display().to_string(),
+            Origin::DevelopmentDefaults => "built-in development defaults".into(),
+        };
+        match component {
+            Component::Signaling => format!(
+                "{origin}: ok; signaling on {}, auth {:?}, {} TURN secret(s), realm {:?}, public host {}",
+                self.signaling.listen,
+                self.signaling.auth.mode(),
+                self.turn.secrets.len(),
+                self.turn.realm,
+                self.turn.public_host,
+            ),
+            Component::Relay => format!(
+                "{origin}: ok; relay udp {:?} tcp {:?} tls {:?}, relay ip {} advertised as {}, ports {}-{}, {} TURN secret(s), realm {:?}",
+                self.relay.listen_udp,
+                self.relay.listen_tcp,
+                self.relay.listen_tls,
+                self.relay.relay_ip,
+                self.relay.external_ip,
+                self.relay.port_range.start,
+                self.relay.port_range.end,
+                self.turn.secrets.len(),
+                self.turn.realm,
+            ),
+        }
+    }
+}
+
+/// Secrets that ship in this repository and must never guard a real deployment.
+pub const KNOWN_PLACEHOLDER_SECRETS: &[&str] = &[
+    "example-placeholder-secret-replace-me",
+    "switchboard-development-secret-do-not-use-in-production",
+    "change-me",
+];
+
+impl Config {
+    /// Things that are valid but probably wrong in production; binaries log each as a warning.
+    #[must_use]
+    pub fn warnings(&self, component: Component) -> Vec<String> {
+        use secrecy::ExposeSecret;
+        let mut out = Vec::new();
+        if self.origin == Origin::DevelopmentDefaults {
+            out.push(
+                "no configuration file found: running on built-in DEVELOPMENT defaults (loopback only, public TURN secret); pass --config FILE for production".into(),
+            );
+        }
+        for s in self.turn.secrets.all() {
+            let v = s.expose_secret();
+            if KNOWN_PLACEHOLDER_SECRETS.contains(&v) {
+                out.push("turn.secrets holds a well-known placeholder secret: anyone can mint credentials; replace it".into());
+            } else if v.len() < 16 {
+                out.push(
+                    "a TURN secret is shorter than 16 characters: use `openssl rand -base64 32`"
+                        .into(),
+                );
+            }
+        }
+        if component == Component::Signaling {
+            if self.signaling.cors_origins == CorsOrigins::Any {
+                out.push(
+                    "signaling.cors_origins = [\"*\"]: any web site may call this server".into(),
+                );
+            }
+            if matches!(self.signaling.auth, Auth::None)
+                && !self.signaling.listen.ip().is_loopback()
+            {
+                out.push("signaling.auth = \"none\" on a non-loopback address: anyone who reaches it gets TURN credentials".into());
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,266 @@
+//! Raw serde types: the TOML file as written, before validation. Unknown keys are errors.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::model::{Advertise, AuthMode, LogFormat};
+use crate::units::{Bitrate, PortRange};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub log_level: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub turn: Option<RawTurn>,
+    #[serde(default)]
+    pub signaling: RawSignaling,
+    #[serde(default)]
+    pub relay: RawRelay,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTurn {
+    #[serde(default = "defaults::realm")]
+    pub realm: String,
+    pub secrets: Option<Vec<SecretString>>,
+    pub secrets_file: Option<PathBuf>,
+    #[serde(default = "defaults::credential_ttl", with = "humantime_serde")]
+    pub credential_ttl: Duration,
+    pub public_host: Option<String>,
+    #[serde(default = "defaults::advertise")]
+    pub advertise: Vec<Advertise>,
+    #[serde(default)]
+    pub extra_uris: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSignaling {
+    #[serde(default = "defaults::signaling_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "defaults::cors_origins")]
+    pub cors_origins: Vec<String>,
+    #[serde(default = "defaults::max_peers_per_room")]
+    pub max_peers_per_room: usize,
+    #[serde(default = "defaults::max_payload_bytes")]
+    pub max_payload_bytes: usize,
+    #[serde(default = "defaults::max_rooms_per_socket")]
+    pub max_rooms_per_socket: usize,
+    #[serde(default = "defaults::rate_limit_per_second")]
+    pub rate_limit_per_second: u32,
+    #[serde(default = "defaults::rate_limit_burst")]
+    pub rate_limit_burst: u32,
+    #[serde(default)]
+    pub auth: AuthMode,
+    pub tokens: Option<Vec<SecretString>>,
+    pub tokens_file: Option<PathBuf>,
+    pub jwt_secret: Option<SecretString>,
+    pub jwt_secret_file: Option<PathBuf>,
+    pub admin_token: Option<SecretString>,
+    pub admin_token_file: Option<PathBuf>,
+    pub redis_url: Option<String>,
+    #[serde(default = "defaults::socketio_path")]
+    pub socketio_path: String,
+    #[serde(default = "defaults::yes")]
+    pub demo: bool,
+    #[serde(default)]
+    pub peerjs: RawPeerJs,
+}
+
+impl Default for RawSignaling {
+    fn default() -> Self {
+        Self {
+            listen: defaults::signaling_listen(),
+            cors_origins: defaults::cors_origins(),
+            max_peers_per_room: defaults::max_peers_per_room(),
+            max_payload_bytes: defaults::max_payload_bytes(),
+            max_rooms_per_socket: defaults::max_rooms_per_socket(),
+            rate_limit_per_second: defaults::rate_limit_per_second(),
+            rate_limit_burst: defaults::rate_limit_burst(),
+            auth: AuthMode::default(),
+            tokens: None,
+            tokens_file: None,
+            jwt_secret: None,
+            jwt_secret_file: None,
+            admin_token: None,
+            admin_token_file: None,
+            redis_url: None,
+            socketio_path: defaults::socketio_path(),
+            demo: true,
+            peerjs: RawPeerJs::default(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPeerJs {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "defaults::peerjs_path")]
+    pub path: String,
+    #[serde(default = "defaults::peerjs_key")]
+    pub key: String,
+}
+
+impl Default for RawPeerJs {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            path: defaults::peerjs_path(),
+            key: defaults::peerjs_key(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRelay {
+    #[serde(default = "defaults::relay_listen")]
+    pub listen_udp: Vec<SocketAddr>,
+    #[serde(default = "defaults::relay_listen")]
+    pub listen_tcp: Vec<SocketAddr>,
+    #[serde(default)]
+    pub listen_tls: Vec<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    #[serde(default = "defaults::relay_ip")]
+    pub relay_ip: IpAddr,
+    pub external_ip: Option<IpAddr>,
+    #[serde(default = "defaults::port_range")]
+    pub port_range: PortRange,
+    #[serde(default)]
+    pub allowed_peers: Vec<IpNet>,
+    #[serde(default)]
+    pub denied_peers: Vec<IpNet>,
+    #[serde(default = "defaults::max_allocations")]
+    pub max_allocations: usize,
+    #[serde(default = "defaults::max_allocations_per_user")]
+    pub max_allocations_per_user: usize,
+    #[serde(default)]
+    pub max_bitrate_per_allocation: Bitrate,
+    #[serde(default = "defaults::metrics_listen")]
+    pub metrics_listen: SocketAddr,
+    #[serde(default = "defaults::max_stream_connections")]
+    pub max_stream_connections: usize,
+    #[serde(default = "defaults::stream_idle_timeout", with = "humantime_serde")]
+    pub stream_idle_timeout: Duration,
+    #[serde(default = "defaults::unauth_requests_per_second")]
+    pub unauth_requests_per_second: u32,
+}
+
+impl Default for RawRelay {
+    fn default() -> Self {
+        Self {
+            listen_udp: defaults::relay_listen(),
+            listen_tcp: defaults::relay_listen(),
+            listen_tls: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            relay_ip: defaults::relay_ip(),
+            external_ip: None,
+            port_range: defaults::port_range(),
+            allowed_peers: Vec::new(),
+            denied_peers: Vec::new(),
+            max_allocations: defaults::max_allocations(),
+            max_allocations_per_user: defaults::max_allocations_per_user(),
+            max_bitrate_per_allocation: Bitrate::default(),
+            metrics_listen: defaults::metrics_listen(),
+            max_stream_connections: defaults::max_stream_connections(),
+            stream_idle_timeout: defaults::stream_idle_timeout(),
+            unauth_requests_per_second: defaults::unauth_requests_per_second(),
+        }
+    }
+}
+
+/// Defaults for keys the file leaves out; the example file documents each one.
+pub(crate) mod defaults {
+    use super::*;
+
+    pub fn realm() -> String {
+        "switchboard".into()
+    }
+    pub fn credential_ttl() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
+    pub fn advertise() -> Vec<Advertise> {
+        vec![
+            Advertise::Stun,
+            Advertise::TurnUdp,
+            Advertise::TurnTcp,
+            Advertise::Turns,
+        ]
+    }
+    pub fn signaling_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+    pub fn cors_origins() -> Vec<String> {
+        vec![
+            "http://localhost:8080".into(),
+            "http://127.0.0.1:8080".into(),
+        ]
+    }
+    pub fn max_peers_per_room() -> usize {
+        6
+    }
+    pub fn max_payload_bytes() -> usize {
+        65536
+    }
+    pub fn max_rooms_per_socket() -> usize {
+        4
+    }
+    pub fn rate_limit_per_second() -> u32 {
+        50
+    }
+    pub fn rate_limit_burst() -> u32 {
+        200
+    }
+    pub fn socketio_path() -> String {
+        "/socket.io".into()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn peerjs_path() -> String {
+        "/peerjs".into()
+    }
+    pub fn peerjs_key() -> String {
+        "peerjs".into()
+    }
+    pub fn relay_listen() -> Vec<SocketAddr> {
+        vec![SocketAddr::from(([0, 0, 0, 0], 3478))]
+    }
+    pub fn relay_ip() -> IpAddr {
+        IpAddr::from([0, 0, 0, 0])
+    }
+    pub fn port_range() -> PortRange {
+        PortRange {
+            start: 49152,
+            end: 65535,
+        }
+    }
+    pub fn max_allocations() -> usize {
+        10_000
+    }
+    pub fn max_allocations_per_user() -> usize {
+        10
+    }
+    pub fn metrics_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9641))
+    }
+    pub fn max_stream_connections() -> usize {
+        4096
+    }
+    pub fn stream_idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn unauth_requests_per_second() -> u32 {
+        20
+    }
+}

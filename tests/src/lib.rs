@@ -1,0 +1,321 @@
+//! Shared helpers for the end-to-end tests that run the real binaries: locating them,
+//! picking free loopback ports, starting a service and waiting for its systemd-style
+//! `READY=1`, and requiring external tools loudly.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a service may take to report READY=1.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The folder holding the workspace's binaries (next to this test executable's `deps/`).
+#[must_use]
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    dir.to_path_buf()
+}
+
+/// Path of a workspace binary; panics with the command to run when it was not built.
+#[must_use]
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// Path of a system tool the tests need. Fails the test loudly when it is missing: tests
+/// never pass by skipping.
+#[must_use]
+pub fn require_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .find(|p| p.is_file());
+    path.unwrap_or_else(|| {
+        panic!(
+            "required tool `{name}` is not installed: run `bash scripts/test.sh`, which installs it"
+        )
+    })
+}
+
+/// A loopback port that is free for both TCP and UDP right now.
+#[must_use]
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = tcp.local_addr().expect("addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port found")
+}
+
+/// A running binary. Killed on drop; its stderr is kept for diagnostics.
+pub struct Service {
+    pub name: String,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    notify: UnixDatagram,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").field("name", &self.name).finish()
+    }
+}
+
+impl Service {
+    /// Writes `config` to a temporary file, starts `binary --config FILE` with a private
+    /// `NOTIFY_SOCKET`, and waits for `READY=1`.
+    #[must_use]
+    pub fn start(binary: &str, config: &str) -> Self {
+        Self::start_with(binary, config, &[], &[])
+    }
+
+    /// Like [`Service::start`], with extra files in the config folder and extra env vars.
+    #[must_use]
+    pub fn start_with(
+        binary: &str,
+        config: &str,
+        files: &[(&str, &[u8])],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut svc = Self::spawn(binary, config, files, env);
+        svc.wait_ready();
+        svc
+    }
+
+    /// Starts without waiting for readiness.
+    #[must_use]
+    pub fn spawn(
+        binary: &str,
+        config: &str,
+        files: &[(&str, &[u8])],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg_path = dir.path().join("switchboard.toml");
+        std::fs::write(&cfg_path, config).expect("write config");
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).expect("write file");
+        }
+        let sock_path = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
+        let mut cmd = Command::new(bin(binary));
+        cmd.arg("--config")
+            .arg(&cfg_path)
+            .current_dir(dir.path())
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env_remove("SWITCHBOARD_CONFIG")
+            .env_remove("SWITCHBOARD_TURN_SECRETS")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn service");
+        Self {
+            name: binary.to_string(),
+            child: Some(child),
+            dir,
+            notify,
+        }
+    }
+
+    /// Waits for the next sd_notify datagram containing `needle` (e.g. `READY=1`).
+    pub fn wait_notify(&mut self, needle: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            match self.notify.recv(&mut buf) {
+                Ok(n) => {
+                    let msg = String::from_utf8_lossy(&buf[..n]);
+                    if msg.lines().any(|l| l == needle) {
+                        return Ok(());
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                return Err(format!(
+                    "{} exited with {status} before {needle}",
+                    self.name
+                ));
+            }
+        }
+        Err(format!(
+            "{} did not send {needle} within {timeout:?}",
+            self.name
+        ))
+    }
+
+    fn wait_ready(&mut self) {
+        if let Err(e) = self.wait_notify("READY=1", READY_TIMEOUT) {
+            panic!("{e}\n--- {} stderr ---\n{}", self.name, self.logs());
+        }
+    }
+
+    /// The process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends a signal by name ("TERM", "HUP") with `kill(1)`.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit, killing it after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        let child = self.child.as_mut().ok_or("already reaped")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.child = None;
+                return Err(format!("did not exit within {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the service wrote to stderr so far.
+    #[must_use]
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.path().join("stderr.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// The folder holding the config file (and any extra files).
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Ports for one test's services, all on 127.0.0.1.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub signaling: u16,
+    pub relay: u16,
+    pub relay_tls: u16,
+    pub metrics: u16,
+}
+
+impl Ports {
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            signaling: free_port(),
+            relay: free_port(),
+            relay_tls: free_port(),
+            metrics: free_port(),
+        }
+    }
+
+    #[must_use]
+    pub fn signaling_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.signaling))
+    }
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The TURN secret the test configurations use.
+pub const TEST_SECRET: &str = "switchboard-test-secret-0123456789";
+
+/// A configuration for both services on loopback, relaying between loopback peers (the
+/// tests' own), with `extra` appended verbatim (extra keys go under `[relay]`, which is last).
+#[must_use]
+pub fn test_config(ports: &Ports, extra_relay: &str) -> String {
+    format!(
+        r#"log_level = "info"
+
+[turn]
+realm = "switchboard"
+secrets = ["{TEST_SECRET}"]
+credential_ttl = "1h"
+public_host = "127.0.0.1"
+
+[signaling]
+listen = "127.0.0.1:{sig}"
+cors_origins = ["http://127.0.0.1:{sig}", "http://localhost:{sig}"]
+
+[relay]
+listen_udp = ["127.0.0.1:{relay}"]
+listen_tcp = ["127.0.0.1:{relay}"]
+relay_ip = "127.0.0.1"
+external_ip = "127.0.0.1"
+port_range = [40000, 49999]
+allowed_peers = ["127.0.0.0/8", "::1/128"]
+metrics_listen = "127.0.0.1:{metrics}"
+{extra_relay}
+"#,
+        sig = ports.signaling,
+        relay = ports.relay,
+        metrics = ports.metrics,
+    )
+}
