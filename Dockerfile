@@ -1,0 +1,42 @@
+# One image, both binaries. Build:   docker build -t switchboard .
+# Run:  docker run --network host -v /etc/switchboard:/etc/switchboard:ro switchboard switchboard-relay
+#       docker run -p 8080:8080 -v /etc/switchboard:/etc/switchboard:ro switchboard   (signaling, the default)
+# The relay wants --network host: it allocates thousands of UDP ports (port_range).
+
+# ---- build ------------------------------------------------------------------------------
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+# Cache dependencies: build against the manifests first, then the real sources.
+COPY Cargo.toml Cargo.lock ./
+COPY config/Cargo.toml config/
+COPY signaling/Cargo.toml signaling/
+COPY relay/Cargo.toml relay/
+COPY tests/Cargo.toml tests/
+RUN for c in config signaling relay tests; do mkdir -p $c/src && echo 'fn main() {}' > $c/src/main.rs && touch $c/src/lib.rs; done \
+ && mkdir -p signaling/assets config && touch config/switchboard.dev.toml \
+ && cargo build --release --locked -p switchboard-signaling -p switchboard-relay || true
+COPY . .
+RUN touch config/src/lib.rs signaling/src/lib.rs signaling/src/main.rs relay/src/lib.rs relay/src/main.rs \
+ && cargo build --release --locked -p switchboard-signaling -p switchboard-relay \
+ && install -m 0755 target/release/switchboard-signaling target/release/switchboard-relay /usr/local/bin/
+
+# ---- run --------------------------------------------------------------------------------
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 switchboard \
+ && useradd --system --uid 10001 --gid switchboard --home-dir /nonexistent --shell /usr/sbin/nologin switchboard \
+ && mkdir -p /etc/switchboard
+COPY --from=build /usr/local/bin/switchboard-signaling /usr/local/bin/switchboard-relay /usr/local/bin/
+COPY config/switchboard.example.toml /etc/switchboard/switchboard.example.toml
+ENV SWITCHBOARD_CONFIG=/etc/switchboard/switchboard.toml
+USER switchboard:switchboard
+# signaling HTTP + Socket.IO; STUN/TURN udp+tcp; TURN over TLS; relay metrics; relayed ports.
+EXPOSE 8080/tcp 3478/udp 3478/tcp 5349/tcp 443/tcp 9641/tcp 49152-65535/udp
+# Healthy when whichever service runs answers /health (signaling on 8080, relay metrics on 9641).
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["bash", "-c", "for p in ${SWITCHBOARD_HEALTH_PORTS:-8080 9641}; do exec 3<>/dev/tcp/127.0.0.1/$p 2>/dev/null || continue; printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3; head -n1 <&3 | grep -q ' 200 ' && exit 0; done; exit 1"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT []
+CMD ["switchboard-signaling"]

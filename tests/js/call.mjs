@@ -1,0 +1,70 @@
+// Two headless Chromium pages join one room on the demo page and place a relay-only call.
+// Prints one JSON line: {ok, pages: [stats...], error?}. Exit code 0 when the call connected
+// over a relay candidate and data flowed both ways, 1 otherwise.
+// Usage: node call.mjs --url http://127.0.0.1:PORT/ --room R [--relay 1] [--timeout-ms 45000]
+//                      [--screenshot FILE] [--expect-relay-protocol udp|tcp|tls]
+import { chromium } from "playwright-core";
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
+);
+const url = args.url;
+const room = args.room || "e2e-" + Math.random().toString(36).slice(2, 8);
+const relay = args.relay !== "0";
+const timeout = Number(args["timeout-ms"] || 45000);
+const expectProto = args["expect-relay-protocol"];
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+  ],
+});
+
+const result = { ok: false, room, pages: [] };
+try {
+  const pages = [];
+  for (const name of ["alice", "bob"]) {
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    const page = await ctx.newPage();
+    page.on("console", (m) => { if (m.type() === "error" || m.type() === "warning") process.stderr.write(`[${name}] ${m.text()}\n`); });
+    const q = new URLSearchParams({ room, name, autojoin: "1", ...(relay ? { relay: "1" } : {}) });
+    await page.goto(new URL("?" + q, url).toString());
+    await page.waitForFunction(() => window.switchboard && window.switchboard.joined, null, { timeout: 15000 });
+    pages.push(page);
+  }
+  // Connected over a relay candidate, bytes both ways, and heartbeat data received.
+  for (const page of pages) {
+    await page.waitForFunction(async ([relayOnly, proto]) => {
+      const s = await window.switchboard.stats();
+      return s.length === 1 && s[0].connectionState === "connected" && s[0].bytesReceived > 0 &&
+        s[0].dataMessagesReceived >= 3 && (!relayOnly || s[0].localCandidateType === "relay") &&
+        (!proto || s[0].relayProtocol === proto);
+    }, [relay, expectProto], { timeout, polling: 250 });
+  }
+  // Media frames actually decoded on both sides (fake camera).
+  for (const page of pages) {
+    await page.waitForFunction(() => {
+      const v = [...document.querySelectorAll("#videos video")].filter((x) => x.id !== "local-video");
+      return v.length > 0 && v.some((x) => x.videoWidth > 0 && x.currentTime > 0);
+    }, null, { timeout, polling: 250 });
+  }
+  for (const page of pages) result.pages.push((await page.evaluate(() => window.switchboard.stats()))[0]);
+  if (args.screenshot) {
+    await pages[0].waitForFunction(() => document.querySelector("#diag-rows td.connected"), null, { timeout: 5000 });
+    await pages[0].screenshot({ path: args.screenshot, fullPage: true });
+  }
+  result.ok = true;
+} catch (e) {
+  result.error = String(e && e.message ? e.message.split("\n")[0] : e);
+  for (const ctx of browser.contexts()) for (const page of ctx.pages()) {
+    try { result.pages.push(await page.evaluate(() => window.switchboard ? window.switchboard.stats() : null)); } catch { /* page gone */ }
+  }
+} finally {
+  await browser.close();
+}
+process.stdout.write(JSON.stringify(result) + "\n");
+process.exit(result.ok ? 0 : 1);

@@ -1,0 +1,117 @@
+//! A real WebRTC call end to end: two headless Chromium pages open the demo page served by
+//! switchboard-signaling, fetch TURN credentials, signal through Socket.IO and connect with
+//! `iceTransportPolicy: "relay"` through switchboard-relay. `getStats()` must show a relay
+//! candidate pair with bytes flowing both ways.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use switchboard_tests::{Ports, Service, require_tool, test_config};
+
+fn js(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js").join(name)
+}
+
+fn artifacts() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("artifacts");
+    std::fs::create_dir_all(&dir).expect("artifacts dir");
+    dir
+}
+
+struct CallResult {
+    ok: bool,
+    json: serde_json::Value,
+    stderr: String,
+}
+
+fn place_call(ports: &Ports, extra: &[&str]) -> CallResult {
+    let node = require_tool("node");
+    require_tool("chromium");
+    assert!(
+        js("node_modules/playwright-core").is_dir(),
+        "tests/js/node_modules is missing: run `npm ci` in tests/js (scripts/test.sh does)"
+    );
+    let url = format!("http://127.0.0.1:{}/", ports.signaling);
+    let out = Command::new(node)
+        .arg(js("call.mjs"))
+        .args(["--url", &url])
+        .args(extra)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(serde_json::Value::Null);
+    CallResult {
+        ok: out.status.success() && json["ok"] == true,
+        json,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn start_both(config: &str) -> (Service, Service) {
+    let relay = Service::start("switchboard-relay", config);
+    let signaling = Service::start("switchboard-signaling", config);
+    (relay, signaling)
+}
+
+fn assert_relayed(r: &CallResult, proto: &str, relay: &Service, signaling: &Service) {
+    assert!(
+        r.ok,
+        "call did not connect over TURN/{proto}: {}\n--- node stderr ---\n{}\n--- relay ---\n{}\n--- signaling ---\n{}",
+        r.json,
+        r.stderr,
+        relay.logs(),
+        signaling.logs()
+    );
+    let pages = r.json["pages"].as_array().expect("pages");
+    assert_eq!(pages.len(), 2, "{}", r.json);
+    for p in pages {
+        assert_eq!(p["localCandidateType"], "relay", "{p}");
+        assert_eq!(p["relayProtocol"], proto, "{p}");
+        assert!(p["bytesReceived"].as_u64().unwrap_or(0) > 0, "{p}");
+        assert!(p["bytesSent"].as_u64().unwrap_or(0) > 0, "{p}");
+        assert!(p["dataMessagesReceived"].as_u64().unwrap_or(0) >= 3, "{p}");
+    }
+}
+
+#[test]
+fn two_browsers_connect_relay_only_over_turn_udp_and_media_flows() {
+    let ports = Ports::new();
+    let config = test_config(&ports, "").replace(
+        "public_host = \"127.0.0.1\"",
+        "public_host = \"127.0.0.1\"\nadvertise = [\"turn-udp\"]",
+    );
+    let (relay, signaling) = start_both(&config);
+    let shot = artifacts().join("demo-call-udp.png");
+    let r = place_call(
+        &ports,
+        &["--expect-relay-protocol", "udp", "--screenshot", &shot.to_string_lossy()],
+    );
+    assert_relayed(&r, "udp", &relay, &signaling);
+    assert!(shot.is_file(), "screenshot written");
+}
+
+#[test]
+fn a_call_with_credentials_the_relay_does_not_accept_never_connects() {
+    // The signaling service signs with a secret the relay does not know: the relay answers
+    // 401 to every Allocate, so no relay candidate exists and the relay-only call must fail.
+    let ports = Ports::new();
+    let relay_cfg = test_config(&ports, "");
+    let signaling_cfg = relay_cfg.replace(switchboard_tests::TEST_SECRET, "a-different-secret-0123456789");
+    let _relay = Service::start("switchboard-relay", &relay_cfg);
+    let _signaling = Service::start("switchboard-signaling", &signaling_cfg);
+    let r = place_call(&ports, &["--timeout-ms", "15000"]);
+    assert!(!r.ok, "call must not connect with bad credentials: {}", r.json);
+}
+
+#[test]
+fn a_call_with_the_relay_down_never_connects() {
+    let ports = Ports::new();
+    let config = test_config(&ports, "");
+    let _signaling = Service::start("switchboard-signaling", &config);
+    let r = place_call(&ports, &["--timeout-ms", "15000"]);
+    assert!(!r.ok, "relay-only call must not connect without a relay: {}", r.json);
+}
