@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs both services locally on loopback with the built-in development defaults, and prints
-# the demo URL. Ctrl-C stops both. Usage: bash scripts/run-local.sh [--config FILE]
+# Runs both services locally on loopback and prints the demo URL; Ctrl-C stops both.
+# Without --config they use the built-in development defaults (loopback only, a public
+# development secret, a loud warning). Usage: bash scripts/run-local.sh [--config FILE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --bins
@@ -9,7 +10,12 @@ bin=target/debug
 relay=$!
 "$bin/switchboard-signaling" "$@" &
 signaling=$!
-trap 'kill -TERM $relay $signaling 2>/dev/null; wait' INT TERM EXIT
-sleep 0.5 # only so the URL is printed after the start-up logs; nothing waits on it
-printf '\n  Demo: open http://localhost:8080/ in two tabs and join the same room.\n\n' >&2
+trap 'kill -TERM $relay $signaling 2>/dev/null || true; wait' INT TERM EXIT
+url=http://localhost:8080/
+for _ in $(seq 1 100); do
+  if curl -fsS -o /dev/null "${url}health" 2>/dev/null; then break; fi
+  kill -0 $signaling 2>/dev/null || { echo "switchboard-signaling exited" >&2; exit 1; }
+  sleep 0.1
+done
+printf '\n  Switchboard is running. Demo: open %s in two tabs and join the same room.\n\n' "$url" >&2
 wait -n $relay $signaling
