@@ -7,6 +7,8 @@
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
   const token = params.get("token") || undefined;
+  // ?debug=1 logs every negotiation step to the console.
+  const debug = params.get("debug") === "1" ? (...a) => console.log("[switchboard]", ...a) : () => {};
 
   const state = {
     socket: null,
@@ -15,6 +17,7 @@
     iceServers: [],
     relayOnly: false,
     localStream: null,
+    pending: null, // events held while a join is in flight
     peers: new Map(), // peerId -> { info, pc, polite, makingOffer, ignoreOffer, channel, dataReceived, tile }
     myState: { muted: false, cameraOff: false, hand: false },
   };
@@ -73,7 +76,7 @@
       socket.on("connect", () => { setStatus("connected", true); resolve(socket); });
       socket.on("connect_error", (e) => { setStatus("error"); reject(e); });
       socket.on("disconnect", (reason) => { setStatus("disconnected: " + reason); });
-      socket.on("user-joined", ({ peer }) => { if (peer) ensurePeer(peer, false); });
+      socket.on("user-joined", ({ peer }) => whenJoined(() => { if (peer) ensurePeer(peer, false); }));
       socket.on("user-left", ({ peerId }) => removePeer(peerId));
       socket.on("room-users", ({ users }) => {
         for (const u of users || []) if (!state.self || u.peerId !== state.self.peerId) {
@@ -85,12 +88,20 @@
         const p = state.peers.get(peerId);
         if (p) { p.info.state = s; renderBadges(p); }
       });
-      socket.on("offer", ({ from, offer }) => onDescription(from, offer));
-      socket.on("answer", ({ from, answer }) => onDescription(from, answer));
-      socket.on("ice-candidate", ({ from, candidate }) => onCandidate(from, candidate));
+      socket.on("offer", ({ from, offer }) => whenJoined(() => onDescription(from, offer)));
+      socket.on("answer", ({ from, answer }) => whenJoined(() => onDescription(from, answer)));
+      socket.on("ice-candidate", ({ from, candidate }) => whenJoined(() => onCandidate(from, candidate)));
       socket.on("message", ({ from, data }) => addMessage(nameOf(from), data && data.text !== undefined ? data.text : JSON.stringify(data)));
       socket.on("error", (e) => showError((e.event ? e.event + ": " : "") + e.code + " — " + e.message));
     });
+  }
+
+  // An existing peer may answer our arrival (user-joined → offer) before our own join ack has
+  // been processed: hold such events until we know who was here first, so each side picks
+  // the politeness the server assigned and glare resolves.
+  function whenJoined(fn) {
+    if (state.pending) state.pending.push(fn);
+    else fn();
   }
 
   // ---------------------------------------------------------------- WebRTC (perfect negotiation)
@@ -108,6 +119,7 @@
     pc.onnegotiationneeded = async () => {
       try {
         p.makingOffer = true;
+        debug("negotiationneeded", peerId, pc.signalingState);
         await pc.setLocalDescription();
         state.socket.emit("offer", { targetId: peerId, roomId: state.roomId, offer: pc.localDescription.toJSON() });
       } catch (e) {
@@ -128,34 +140,63 @@
       if (pc.connectionState === "failed") pc.restartIce();
     };
 
-    if (state.localStream) for (const t of state.localStream.getTracks()) pc.addTrack(t, state.localStream);
-    // The joiner (polite side) opens a data channel: a heartbeat that proves data flows
-    // even without media, and what the end-to-end tests assert on.
-    if (politeToThem) attachChannel(p, pc.createDataChannel("switchboard-diag"));
+    // The newcomer (the polite side) makes the first offer, with its media and a data
+    // channel (a heartbeat that proves data flows even without media, which the end-to-end
+    // tests assert on). The peer already in the room adds its media when that offer
+    // arrives, so the first negotiation has no glare; later renegotiations (either side)
+    // rely on perfect negotiation.
+    if (politeToThem) {
+      addLocalTracks(p);
+      attachChannel(p, pc.createDataChannel("switchboard-diag"));
+    }
     ensureTile(p);
     return p;
+  }
+
+  function addLocalTracks(p) {
+    if (p.tracksAdded || !state.localStream) return;
+    p.tracksAdded = true;
+    for (const t of state.localStream.getTracks()) p.pc.addTrack(t, state.localStream);
   }
 
   function attachChannel(p, channel) {
     p.channel = channel;
     channel.onmessage = () => { p.dataReceived += 1; };
-    channel.onopen = () => {
+    const start = () => {
       const timer = setInterval(() => {
         if (channel.readyState !== "open") return clearInterval(timer);
         channel.send(JSON.stringify({ ping: Date.now() }));
       }, 250);
     };
+    // The answering side may get the channel already open, after `open` has fired.
+    if (channel.readyState === "open") start();
+    else channel.onopen = start;
   }
 
-  async function onDescription(from, description) {
+  // Descriptions and candidates from one peer are applied strictly one after another (they
+  // arrive in order; applying them concurrently would let an offer overtake the answer
+  // still being applied and look like glare).
+  function serial(p, fn) {
+    p.chain = (p.chain || Promise.resolve()).then(fn, fn);
+    return p.chain;
+  }
+
+  function onDescription(from, description) {
     const p = state.peers.get(from) || ensurePeer({ peerId: from, displayName: "", state: {} }, false);
+    return serial(p, () => applyDescription(p, from, description));
+  }
+
+  async function applyDescription(p, from, description) {
     const pc = p.pc;
     try {
       const collision = description.type === "offer" && (p.makingOffer || pc.signalingState !== "stable");
+      debug("received", description.type, "from", from, "state", pc.signalingState, "collision", collision, "polite", p.polite);
       p.ignoreOffer = !p.polite && collision;
       if (p.ignoreOffer) return;
       await pc.setRemoteDescription(description);
       if (description.type === "offer") {
+        addLocalTracks(p); // reuses the offered transceivers: the answer carries our media
+
         await pc.setLocalDescription();
         state.socket.emit("answer", { targetId: from, roomId: state.roomId, answer: pc.localDescription.toJSON() });
       }
@@ -164,14 +205,16 @@
     }
   }
 
-  async function onCandidate(from, candidate) {
+  function onCandidate(from, candidate) {
     const p = state.peers.get(from);
     if (!p) return;
-    try {
-      await p.pc.addIceCandidate(candidate);
-    } catch (e) {
-      if (!p.ignoreOffer) console.warn("candidate failed", e);
-    }
+    serial(p, async () => {
+      try {
+        await p.pc.addIceCandidate(candidate);
+      } catch (e) {
+        if (!p.ignoreOffer) console.warn("candidate failed", e);
+      }
+    });
   }
 
   function removePeer(peerId) {
@@ -213,6 +256,7 @@
       connectionState: p.pc.connectionState, iceConnectionState: p.pc.iceConnectionState,
       localCandidateType: null, remoteCandidateType: null, protocol: null, relayProtocol: null,
       bytesSent: 0, bytesReceived: 0, dataMessagesReceived: p.dataReceived,
+      dataChannelState: p.channel ? p.channel.readyState : null, signalingState: p.pc.signalingState,
     };
     const report = await p.pc.getStats();
     let pair = null;
@@ -284,6 +328,7 @@
       }
       state.iceServers = await fetchIceServers();
       state.socket = state.socket || (await connectSocket());
+      state.pending = [];
       const res = await emit("join-room", { roomId, displayName: $("name").value.trim() || undefined, password: $("password").value || undefined });
       if (!res || !res.ok) throw new Error((res && res.error && (res.error.code + ": " + res.error.message)) || "join failed");
       state.roomId = roomId;
@@ -294,7 +339,11 @@
       addMessage("system", "Joined " + roomId + " as " + (res.self.displayName || res.self.peerId) + (res.polite ? " (polite)" : ""));
       // We joined last, so we are the polite side towards everyone already here.
       for (const peer of res.peers || []) ensurePeer(peer, !!res.polite);
+      const held = state.pending;
+      state.pending = null;
+      for (const fn of held) fn();
     } catch (e) {
+      state.pending = null;
       showError(e.message || String(e));
       throw e;
     }

@@ -30,20 +30,24 @@ try {
   for (const name of ["alice", "bob"]) {
     const ctx = await browser.newContext({ viewport: { width: 1280, height: 860 } });
     const page = await ctx.newPage();
-    page.on("console", (m) => { if (m.type() === "error" || m.type() === "warning") process.stderr.write(`[${name}] ${m.text()}\n`); });
-    const q = new URLSearchParams({ room, name, autojoin: "1", ...(relay ? { relay: "1" } : {}) });
+    page.on("console", (m) => { if (m.type() === "error" || m.type() === "warning" || process.env.DEBUG) process.stderr.write(`[${name}] ${m.text()}\n`); });
+    const q = new URLSearchParams({ room, name, autojoin: "1", ...(process.env.DEBUG ? { debug: "1" } : {}), ...(relay ? { relay: "1" } : {}) });
     await page.goto(new URL("?" + q, url).toString());
     await page.waitForFunction(() => window.switchboard && window.switchboard.joined, null, { timeout: 15000 });
     pages.push(page);
   }
   // Connected over a relay candidate, bytes both ways, and heartbeat data received.
+  // (`stats()` is async, so poll it from here: waitForFunction does not await promises.)
+  const deadline = Date.now() + timeout;
   for (const page of pages) {
-    await page.waitForFunction(async ([relayOnly, proto]) => {
-      const s = await window.switchboard.stats();
-      return s.length === 1 && s[0].connectionState === "connected" && s[0].bytesReceived > 0 &&
-        s[0].dataMessagesReceived >= 3 && (!relayOnly || s[0].localCandidateType === "relay") &&
-        (!proto || s[0].relayProtocol === proto);
-    }, [relay, expectProto], { timeout, polling: 250 });
+    for (;;) {
+      const s = await page.evaluate(() => window.switchboard.stats());
+      const p = s[0];
+      if (s.length === 1 && p.connectionState === "connected" && p.bytesReceived > 0 && p.dataMessagesReceived >= 3 &&
+          (!relay || p.localCandidateType === "relay") && (!expectProto || p.relayProtocol === expectProto)) break;
+      if (Date.now() > deadline) throw new Error("Timeout: no relayed connection with data; last stats " + JSON.stringify(s));
+      await page.waitForTimeout(250);
+    }
   }
   // Media frames actually decoded on both sides (fake camera).
   for (const page of pages) {

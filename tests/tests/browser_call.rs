@@ -26,7 +26,7 @@ struct CallResult {
 
 fn place_call(ports: &Ports, extra: &[&str]) -> CallResult {
     let node = require_tool("node");
-    require_tool("chromium");
+    let _ = require_tool("chromium");
     assert!(
         js("node_modules/playwright-core").is_dir(),
         "tests/js/node_modules is missing: run `npm ci` in tests/js (scripts/test.sh does)"
