@@ -136,21 +136,19 @@ const scenarios = {
   // N back-to-back ice-candidate events A→B; B checks completeness and order.
   async ordering() {
     const n = args.n ?? 2000;
-    const a = await connect();
-    const b = await connect();
+    const pad = "c".repeat(args.padBytes ?? 0);
+    const a = await connect({ transports: [args.transportA ?? "websocket"] });
+    const b = await connect({ transports: [args.transportB ?? "websocket"] });
     await ask(a, "join-room", { roomId: "ordering" });
     await ask(b, "join-room", { roomId: "ordering" });
     const got = [];
-    const done = new Promise((resolve) => {
-      b.on("ice-candidate", (p) => {
-        got.push(p.candidate.seq);
-        if (got.length === n) resolve();
-      });
-    });
+    b.on("ice-candidate", (p) => got.push(p.candidate.seq));
+    // Per (sender, target) order holds across event types, so the end marker comes last.
+    const done = waitFor(b, "signal", (p) => p.data === "end");
     for (let i = 0; i < n; i++) {
-      a.emit("ice-candidate", { targetId: b.id, candidate: { seq: i, candidate: "candidate:x" } });
+      a.emit("ice-candidate", { targetId: b.id, candidate: { seq: i, candidate: "candidate:x", pad } });
     }
-    // Bounded: the watchdog ends the process if delivery never completes; errors end it early.
+    a.emit("signal", { to: b.id, data: "end" });
     const failed = new Promise((resolve) => a.on("error", resolve));
     await Promise.race([done, failed]);
     let outOfOrder = 0;
