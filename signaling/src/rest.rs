@@ -5,6 +5,8 @@ mod error;
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -119,7 +121,7 @@ pub async fn list_rooms(
     Ok(Json(json!({"rooms": hub.store.list_rooms().await})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRoom {
     name: Option<String>,
@@ -131,17 +133,29 @@ pub struct CreateRoom {
 pub async fn create_room(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
-    body: Option<Json<CreateRoom>>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     authenticate(&hub, &headers)?;
-    let body = body.map_or(
-        CreateRoom {
-            name: None,
-            max_peers: None,
-            password: None,
-        },
-        |Json(b)| b,
-    );
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                format!(
+                    "the body exceeds {} bytes",
+                    hub.cfg.signaling.max_payload_bytes
+                ),
+            )
+        } else {
+            AppError::bad_request("could not read the body")
+        }
+    })?;
+    let body: CreateRoom = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateRoom::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| AppError::bad_request(format!("invalid room: {e}")))?
+    };
     if body
         .name
         .as_ref()

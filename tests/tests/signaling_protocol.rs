@@ -40,8 +40,16 @@ fn every_client_event_is_acked_and_delivered_with_the_spec_payloads() {
     assert_eq!(ja["polite"], json!(false));
     let ice = ja["iceServers"].as_array().expect("iceServers");
     assert!(!ice.is_empty());
-    let turn = ice.iter().find(|s| s.get("username").is_some()).expect("a TURN entry");
-    assert!(turn["username"].as_str().unwrap_or_default().ends_with(":ann"));
+    let turn = ice
+        .iter()
+        .find(|s| s.get("username").is_some())
+        .expect("a TURN entry");
+    assert!(
+        turn["username"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(":ann")
+    );
     assert_eq!(r["roomUsersA"]["roomId"], "events");
     assert_eq!(r["roomUsersA"]["users"].as_array().map(Vec::len), Some(1));
 
@@ -58,7 +66,10 @@ fn every_client_event_is_acked_and_delivered_with_the_spec_payloads() {
     // offer / answer / ice-candidate: delivered to the target only, with `from` added.
     assert_ok(&r["offerAck"], "offer");
     assert_eq!(r["offerAtB"]["from"], a);
-    assert_eq!(r["offerAtB"]["offer"], json!({"type": "offer", "sdp": "v=0"}));
+    assert_eq!(
+        r["offerAtB"]["offer"],
+        json!({"type": "offer", "sdp": "v=0"})
+    );
     assert_eq!(r["offerAtB"]["targetId"], b);
     assert_ok(&r["answerAck"], "answer");
     assert_eq!(r["answerAtA"]["from"], b);
@@ -69,7 +80,10 @@ fn every_client_event_is_acked_and_delivered_with_the_spec_payloads() {
 
     // signal {to, data} → signal {from, data}.
     assert_ok(&r["signalAck"], "signal");
-    assert_eq!(r["signalAtA"], json!({"from": b, "data": {"kind": "renegotiate"}}));
+    assert_eq!(
+        r["signalAtA"],
+        json!({"from": b, "data": {"kind": "renegotiate"}})
+    );
 
     // message → others only, as {from, roomId, data}.
     assert_ok(&r["messageAck"], "message");
@@ -77,7 +91,11 @@ fn every_client_event_is_acked_and_delivered_with_the_spec_payloads() {
         r["messageAtB"],
         json!({"from": a, "roomId": "events", "data": {"text": "hi"}})
     );
-    assert_eq!(r["messagesAtA"], json!(0), "the sender does not get its own message");
+    assert_eq!(
+        r["messagesAtA"],
+        json!(0),
+        "the sender does not get its own message"
+    );
 
     // update-state → peer-updated {peerId, state}.
     assert_ok(&r["updateAck"], "update-state");
@@ -93,6 +111,28 @@ fn every_client_event_is_acked_and_delivered_with_the_spec_payloads() {
     assert_ok(&r["leaveAck"], "leave");
     assert_eq!(r["userLeftAtA"], json!({"roomId": "events", "peerId": b}));
     assert_code(&r["leaveAgainAck"], "not-in-room", "leave twice");
+
+    // Metrics count relayed events by type and errors by code, with no per-user labels.
+    let metrics = common::http(
+        "GET",
+        &format!("{}/metrics", common::base(&ports)),
+        &[],
+        None,
+    );
+    let text = metrics.body.as_str().unwrap_or_default();
+    for line in [
+        "switchboard_signaling_events_relayed_total{event=\"offer\"} 1",
+        "switchboard_signaling_events_relayed_total{event=\"ice-candidate\"} 1",
+        "switchboard_signaling_events_relayed_total{event=\"message\"} 1",
+        "switchboard_signaling_errors_total{code=\"unknown-peer\"} 1",
+        "switchboard_signaling_errors_total{code=\"not-in-room\"} 1",
+    ] {
+        assert!(text.contains(line), "missing {line}: {text}");
+    }
+    assert!(
+        !text.contains("ann") && !text.contains("events\""),
+        "no user or room labels"
+    );
 }
 
 fn ordering(args: serde_json::Value) {
@@ -145,7 +185,11 @@ fn peers_in_another_room_are_unreachable_and_receive_nothing() {
     assert_code(&r["offerToOtherRoom"], "unknown-peer", "offer");
     assert_code(&r["candidateToOtherRoom"], "unknown-peer", "candidate");
     assert_code(&r["signalToOtherRoom"], "unknown-peer", "signal");
-    assert_code(&r["offerNamingOtherRoom"], "not-in-room", "offer naming a foreign room");
+    assert_code(
+        &r["offerNamingOtherRoom"],
+        "not-in-room",
+        "offer naming a foreign room",
+    );
     assert_code(&r["messageToOtherRoom"], "not-in-room", "message");
     assert_code(&r["stateInOtherRoom"], "not-in-room", "update-state");
     assert_code(&r["offerToSelf"], "unknown-peer", "offer to self");
@@ -166,11 +210,17 @@ fn a_room_password_is_required_and_checked() {
     assert_ok(&r["right"], "right password");
     assert_eq!(r["restRoom"]["status"], json!(201));
     assert_eq!(r["restRoom"]["body"]["hasPassword"], json!(true));
-    assert!(r["restRoom"]["body"].get("password").is_none(), "never echoed");
+    assert!(
+        r["restRoom"]["body"].get("password").is_none(),
+        "never echoed"
+    );
     assert_code(&r["restWrong"], "wrong-password", "REST room, wrong");
     assert_ok(&r["restRight"], "REST room, right");
     let listing = r["listing"].to_string();
-    assert!(!listing.contains("s3cret") && !listing.contains("\"pw\""), "{listing}");
+    assert!(
+        !listing.contains("s3cret") && !listing.contains("\"pw\""),
+        "{listing}"
+    );
 }
 
 #[test]
@@ -181,7 +231,10 @@ fn disconnecting_leaves_every_room_and_removes_the_empty_room() {
     assert_eq!(r["userLeft"]["peerId"], r["bId"]);
     assert_eq!(r["userLeft"]["roomId"], "cleanup");
     assert_eq!(r["roomWhileA"]["status"], json!(200));
-    assert_eq!(r["roomWhileA"]["body"]["peers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        r["roomWhileA"]["body"]["peers"].as_array().map(Vec::len),
+        Some(1)
+    );
     assert_eq!(r["roomAfter"]["status"], json!(404), "{r}");
     assert_eq!(r["roomAfter"]["body"]["error"]["code"], "not-found");
 }
@@ -192,7 +245,12 @@ fn bad_input_gets_its_error_code_and_every_connection_keeps_working() {
     let svc = common::start(&ports, "max_payload_bytes = 65536");
     let r = common::drive(&svc, &ports, "badInput", &json!({"bigBytes": 100_000}));
     assert_code(&r["wrongType"], "bad-request", "roomId of the wrong type");
-    assert!(r["wrongType"]["error"]["message"].as_str().unwrap_or_default().contains("roomId"));
+    assert!(
+        r["wrongType"]["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("roomId")
+    );
     assert_code(&r["badRoomId"], "bad-request", "invalid room id");
     assert_code(&r["notObject"], "bad-request", "payload not an object");
     assert_code(&r["missingTarget"], "bad-request", "missing targetId");
@@ -207,7 +265,11 @@ fn bad_input_gets_its_error_code_and_every_connection_keeps_working() {
     assert_ok(&r["afterAll"], "the connection still works");
     assert_eq!(r["bGotIt"]["data"], "still here");
     assert_ok(&r["bStillWorks"], "the other client still works");
-    assert_eq!(r["messagesAtB"], json!(1), "no oversized message was delivered");
+    assert_eq!(
+        r["messagesAtB"],
+        json!(1),
+        "no oversized message was delivered"
+    );
 }
 
 #[test]
@@ -229,12 +291,25 @@ fn a_flood_is_rate_limited_without_dropping_the_connection() {
     let ports = Ports::new();
     let svc = common::start(&ports, "rate_limit_per_second = 5\nrate_limit_burst = 10");
     let r = common::drive(&svc, &ports, "flood", &json!({"n": 60}));
-    assert_eq!(r["codes"]["not-in-room"], json!(10), "the burst is served: {r}");
-    assert_eq!(r["codes"]["rate-limited"], json!(50), "the rest is refused: {r}");
+    assert_eq!(
+        r["codes"]["not-in-room"],
+        json!(10),
+        "the burst is served: {r}"
+    );
+    assert_eq!(
+        r["codes"]["rate-limited"],
+        json!(50),
+        "the rest is refused: {r}"
+    );
     assert_eq!(r["stillConnected"], json!(true));
     assert_ok(&r["otherClient"], "another client is not limited");
     assert_ok(&r["afterFlood"], "tokens come back");
-    let metrics = common::http("GET", &format!("{}/metrics", common::base(&ports)), &[], None);
+    let metrics = common::http(
+        "GET",
+        &format!("{}/metrics", common::base(&ports)),
+        &[],
+        None,
+    );
     let text = metrics.body.as_str().unwrap_or_default().to_string();
     let limited: u64 = text
         .lines()

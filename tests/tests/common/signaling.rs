@@ -74,12 +74,7 @@ impl Reply {
 }
 
 /// One HTTP request; `body` is sent as JSON when given.
-pub fn http(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<&Value>,
-) -> Reply {
+pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&Value>) -> Reply {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(20)))
