@@ -229,3 +229,6 @@ pub async fn delete_room(
     tracing::info!(room = %id, removed = members.len(), "Room deleted");
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[cfg(test)]
+mod tests;

@@ -200,10 +200,10 @@ impl Rooms {
                     is_new: false,
                 });
             }
-            if let Some(hash) = &room.password {
-                if !hash.matches(req.password.as_deref().unwrap_or("")) {
-                    return Err(JoinError::WrongPassword);
-                }
+            if let Some(hash) = &room.password
+                && !hash.matches(req.password.as_deref().unwrap_or(""))
+            {
+                return Err(JoinError::WrongPassword);
             }
             if room.members.len() >= room.max_peers {
                 return Err(JoinError::RoomFull);

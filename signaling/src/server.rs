@@ -101,7 +101,25 @@ pub async fn run(
     cfg: Arc<Config>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    check_supported(&cfg)?;
     serve(listener, Hub::new(cfg), shutdown).await
+}
+
+/// Refuses configurations that ask for what this build does not do yet, rather than
+/// silently running without it.
+fn check_supported(cfg: &Config) -> anyhow::Result<()> {
+    if cfg.signaling.redis_url.is_some() {
+        anyhow::bail!(
+            "signaling.redis_url is set, but multi-instance (Redis) mode is not implemented yet: \
+             remove it and run a single signaling instance"
+        );
+    }
+    if cfg.signaling.peerjs.enabled {
+        tracing::warn!(
+            "signaling.peerjs.enabled is set, but the PeerJS endpoint is not implemented yet; ignoring it"
+        );
+    }
+    Ok(())
 }
 
 async fn signal() -> &'static str {

@@ -108,10 +108,10 @@ async fn check_reach(
     target: &str,
     room: Option<&str>,
 ) -> Result<(), Refusal> {
-    if let Some(room) = room {
-        if hub.store.others_in(room, &me.id).await.is_err() {
-            return Err(Refusal::new(ErrorCode::NotInRoom, "not in that room"));
-        }
+    if let Some(room) = room
+        && hub.store.others_in(room, &me.id).await.is_err()
+    {
+        return Err(Refusal::new(ErrorCode::NotInRoom, "not in that room"));
     }
     if hub.store.share_room(&me.id, target, room).await {
         Ok(())
