@@ -122,20 +122,25 @@ fn check_supported(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        },
-        _ => {
-            // Without signal handlers, Ctrl-C is the only way in.
-            let _ = tokio::signal::ctrl_c().await;
-            "SIGINT"
+/// SIGTERM and SIGINT, registered up front so that a signal right after READY=1 is not lost.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("could not handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("could not handle SIGINT")?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
         }
     }
 }
@@ -154,12 +159,14 @@ pub fn main_with(cfg: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("could not start the async runtime")?;
+    check_supported(&cfg)?;
     let cfg = Arc::new(cfg);
     let addr: SocketAddr = cfg.signaling.listen;
     let result = rt.block_on(async move {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("could not listen on {addr} (signaling.listen)"))?;
+        let mut signals = Signals::new()?;
         tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "Listening");
         notify(sd_notify::NotifyState::Ready);
         let (tx, rx) = tokio::sync::watch::channel(false);
@@ -167,8 +174,18 @@ pub fn main_with(cfg: Config) -> anyhow::Result<()> {
             let mut rx = rx;
             let _ = rx.wait_for(|v| *v).await;
         };
-        let server = tokio::spawn(run(listener, cfg, stop));
-        let sig = signal().await;
+        let mut server = tokio::spawn(serve(listener, Hub::new(cfg), stop));
+        let sig = tokio::select! {
+            res = &mut server => {
+                // The server ended without a signal: that is a failure.
+                return match res {
+                    Ok(Ok(())) => Err(anyhow::anyhow!("the server stopped unexpectedly")),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(anyhow::anyhow!("server task failed: {e}")),
+                };
+            }
+            sig = signals.recv() => sig,
+        };
         tracing::info!(signal = sig, "Stopping");
         notify(sd_notify::NotifyState::Stopping);
         let _ = tx.send(true);
