@@ -122,6 +122,7 @@ const scenarios = {
     r.messageAtB = await waitFor(b, "message");
     r.updateAck = await ask(b, "update-state", { roomId: "events", state: { muted: true } });
     r.peerUpdatedAtA = await waitFor(a, "peer-updated");
+    r.roomAfterUpdate = (await http("GET", "/api/rooms/events")).body;
     // Without an ack, a failure comes back as an `error` event.
     b.emit("offer", { targetId: "no-such-peer", offer: {} });
     r.errorEventAtB = await waitFor(b, "error");
@@ -264,19 +265,25 @@ const scenarios = {
     r.bGotIt = await waitFor(b, "message", (p) => p.data === "still here");
     r.bStillWorks = await ask(b, "signal", { to: a.id, data: "ok" });
     r.messagesAtB = seen(b, "message").length;
+    // `max_rooms_per_socket` (4 in the tests): a is in "bad" and gets three more, not four.
+    r.extraRooms = [];
+    for (const room of ["cap-1", "cap-2", "cap-3", "cap-4"]) r.extraRooms.push(await ask(a, "join-room", { roomId: room }));
     return r;
   },
 
   // A frame far beyond the engine.io limit may close that one connection; others keep working.
   async hugeFrame() {
-    const a = await connect({ transports: ["polling"] });
+    const a = await connect({ transports: [args.transportA ?? "polling"] });
     const b = await connect();
     await ask(b, "join-room", { roomId: "huge" });
+    await ask(a, "join-room", { roomId: "huge" });
     const closed = new Promise((resolve) => a.once("disconnect", (reason) => resolve(reason)));
     a.emit("message", { roomId: "huge", data: "y".repeat(args.hugeBytes ?? 8_000_000) });
     const r = {};
     r.aOutcome = await Promise.race([closed, barrier(a).then((ack) => ({ ack }))]);
     r.bStillWorks = await ask(b, "update-state", { roomId: "huge", state: { ok: true } });
+    await barrier(b);
+    r.messagesAtB = seen(b, "message").length;
     return r;
   },
 

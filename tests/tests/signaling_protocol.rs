@@ -101,6 +101,15 @@ fn every_client_event_is_acked_and_delivered_with_the_spec_payloads() {
     assert_ok(&r["updateAck"], "update-state");
     assert_eq!(r["peerUpdatedAtA"]["peerId"], b);
     assert_eq!(r["peerUpdatedAtA"]["state"], json!({"muted": true}));
+    let stored = r["roomAfterUpdate"]["peers"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["peerId"] == b))
+        .map(|p| p["state"].clone());
+    assert_eq!(
+        stored,
+        Some(json!({"muted": true})),
+        "state is stored on the peer"
+    );
 
     // Without an ack, failures arrive as `error` {event, code, message}.
     assert_eq!(r["errorEventAtB"]["event"], "offer");
@@ -242,7 +251,10 @@ fn disconnecting_leaves_every_room_and_removes_the_empty_room() {
 #[test]
 fn bad_input_gets_its_error_code_and_every_connection_keeps_working() {
     let ports = Ports::new();
-    let svc = common::start(&ports, "max_payload_bytes = 65536");
+    let svc = common::start(
+        &ports,
+        "max_payload_bytes = 65536\nmax_rooms_per_socket = 4",
+    );
     let r = common::drive(&svc, &ports, "badInput", &json!({"bigBytes": 100_000}));
     assert_code(&r["wrongType"], "bad-request", "roomId of the wrong type");
     assert!(
@@ -270,20 +282,45 @@ fn bad_input_gets_its_error_code_and_every_connection_keeps_working() {
         json!(1),
         "no oversized message was delivered"
     );
+    let extra = r["extraRooms"].as_array().expect("extraRooms");
+    for ack in &extra[..3] {
+        assert_ok(ack, "within max_rooms_per_socket");
+    }
+    assert_code(&extra[3], "bad-request", "beyond max_rooms_per_socket");
 }
 
-#[test]
-fn a_frame_far_beyond_the_limit_closes_at_most_that_connection() {
+fn huge_frame(transport: &str) -> serde_json::Value {
     let ports = Ports::new();
     let svc = common::start(&ports, "max_payload_bytes = 65536");
-    let r = common::drive(&svc, &ports, "hugeFrame", &json!({"hugeBytes": 8_000_000}));
-    // Either refused with payload-too-large or that one connection closed; never both fine and delivered.
-    let outcome = &r["aOutcome"];
-    assert!(
-        outcome.is_string() || outcome["ack"]["ok"] == json!(false),
-        "{outcome}"
+    let r = common::drive(
+        &svc,
+        &ports,
+        "hugeFrame",
+        &json!({"hugeBytes": 8_000_000, "transportA": transport}),
     );
     assert_ok(&r["bStillWorks"], "another client keeps working");
+    assert_eq!(
+        r["messagesAtB"],
+        json!(0),
+        "the huge message is never delivered: {r}"
+    );
+    r["aOutcome"].clone()
+}
+
+/// Polling bodies beyond 4 x max_payload_bytes (min 1 MiB) fail that request: that one
+/// connection closes.
+#[test]
+fn a_huge_polling_request_closes_only_that_connection_and_is_not_delivered() {
+    let outcome = huge_frame("polling");
+    assert!(outcome.is_string(), "that connection closed: {outcome}");
+}
+
+/// WebSocket frames up to tungstenite's 64 MiB cap are read, then refused as too large; the
+/// connection stays up.
+#[test]
+fn a_huge_websocket_frame_is_refused_and_not_delivered() {
+    let outcome = huge_frame("websocket");
+    assert!(outcome.get("ack").is_some(), "connection kept: {outcome}");
 }
 
 #[test]
