@@ -9,8 +9,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use switchboard_config::Auth;
 use switchboard_config::credentials::valid_user_id;
+use switchboard_config::{Auth, CorsOrigins};
 
 /// Why a client was refused. Clients see only the stable message, never the cause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -136,6 +136,17 @@ impl Authenticator {
     }
 }
 
+/// Whether a Socket.IO handshake may come from `origin` (the browser's `Origin` header).
+/// CORS does not cover WebSocket, so the handshake checks it too. Clients that send no
+/// `Origin` (native apps, servers) are not browsers and are allowed.
+#[must_use]
+pub fn origin_allowed(allowed: &CorsOrigins, origin: Option<&str>) -> bool {
+    match (allowed, origin) {
+        (_, None) | (CorsOrigins::Any, _) => true,
+        (CorsOrigins::List(list), Some(o)) => list.iter().any(|a| a == o),
+    }
+}
+
 /// The token of an `Authorization: Bearer TOKEN` header value.
 #[must_use]
 pub fn bearer(header: Option<&str>) -> Option<&str> {
@@ -226,6 +237,21 @@ mod tests {
         assert_eq!(a.check_admin(Some("admin-1")), Some(true));
         assert_eq!(a.check_admin(Some("admin-2")), Some(false));
         assert_eq!(a.check_admin(None), Some(false));
+    }
+
+    #[test]
+    fn handshakes_from_unlisted_browser_origins_are_refused() {
+        let list = CorsOrigins::List(vec!["https://app.example.com".into()]);
+        assert!(origin_allowed(&list, Some("https://app.example.com")));
+        assert!(!origin_allowed(&list, Some("https://evil.example")));
+        assert!(
+            origin_allowed(&list, None),
+            "non-browser clients send no Origin"
+        );
+        assert!(origin_allowed(
+            &CorsOrigins::Any,
+            Some("https://evil.example")
+        ));
     }
 
     #[test]

@@ -26,6 +26,7 @@ use socketioxide::socket::Socket;
 use socketioxide::{SocketIo, TransportType};
 use tokio::sync::mpsc;
 
+use crate::auth::origin_allowed;
 use crate::hub::Hub;
 use crate::ratelimit::EventLimiter;
 use inbound::{Inbound, InboundItem, Inbox};
@@ -94,6 +95,16 @@ fn handshake(
     s: &Arc<Socket<LocalAdapter>>,
     auth: Option<Value>,
 ) -> Result<(), Refused> {
+    let origin = s
+        .req_parts()
+        .headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    if !origin_allowed(&hub.cfg.signaling.cors_origins, origin) {
+        hub.metrics.auth_failures.inc();
+        tracing::info!(sid = %s.id, origin = ?origin, "Handshake refused: origin not allowed");
+        return Err(Refused("origin not allowed"));
+    }
     let token = auth
         .as_ref()
         .and_then(|a| a.get("token"))

@@ -30,6 +30,7 @@ function connect(opts = {}) {
       forceNew: true,
       reconnection: false,
       auth: opts.auth,
+      extraHeaders: opts.headers,
       timeout: WAIT_MS,
     });
     sockets.push(s);
@@ -110,7 +111,8 @@ const scenarios = {
     r.joinB = await ask(b, "join-room", { roomId: "events", displayName: "Bob" });
     r.roomUsersB = await waitFor(b, "room-users");
     r.userJoinedAtA = await waitFor(a, "user-joined");
-    r.offerAck = await ask(a, "offer", { targetId: b.id, offer: { type: "offer", sdp: "v=0" }, roomId: "events" });
+    // A client-sent `from` is overwritten: peers cannot impersonate each other.
+    r.offerAck = await ask(a, "offer", { targetId: b.id, offer: { type: "offer", sdp: "v=0" }, roomId: "events", from: "forged" });
     r.offerAtB = await waitFor(b, "offer");
     r.answerAck = await ask(b, "answer", { targetId: a.id, answer: { type: "answer", sdp: "v=0" } });
     r.answerAtA = await waitFor(a, "answer");
@@ -311,7 +313,7 @@ const scenarios = {
     const r = {};
     for (const [name, auth] of Object.entries(args.attempts)) {
       try {
-        const s = await connect({ auth });
+        const s = await connect({ auth, headers: args.headers?.[name], transports: [args.transports?.[name] ?? "websocket"] });
         const ack = await ask(s, "join-room", { roomId: "authed", userId: "spoofed" });
         r[name] = { connected: true, ack };
         s.disconnect();

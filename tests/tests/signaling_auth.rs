@@ -107,3 +107,30 @@ fn with_jwt_auth_only_a_valid_unexpired_token_connects_and_sub_is_the_turn_user(
     );
     assert_eq!(r["restForged"]["status"], json!(401));
 }
+
+#[test]
+fn a_browser_handshake_from_an_unlisted_origin_is_refused() {
+    let ports = Ports::new();
+    let svc = common::start(&ports, "");
+    let good = format!("http://127.0.0.1:{}", ports.signaling);
+    let r = common::drive(
+        &svc,
+        &ports,
+        "auth",
+        &json!({
+            "attempts": {"listed": null, "evilWs": null, "evilPolling": null, "noOrigin": null},
+            "headers": {"listed": {"origin": good}, "evilWs": {"origin": "https://evil.example"},
+                        "evilPolling": {"origin": "https://evil.example"}},
+            "transports": {"evilPolling": "polling"}
+        }),
+    );
+    assert_eq!(r["listed"]["connected"], json!(true), "{r}");
+    assert_eq!(r["noOrigin"]["connected"], json!(true), "{r}");
+    for evil in ["evilWs", "evilPolling"] {
+        assert_eq!(
+            r[evil],
+            json!({"connected": false, "error": "origin not allowed"}),
+            "{evil}: {r}"
+        );
+    }
+}
