@@ -160,21 +160,21 @@ const scenarios = {
     return { sent: n, received: got.length, unique, outOfOrder, inOrder: got.every((v, i) => v === i), errorsAtSender: seen(a, "error") };
   },
 
-  // Two joiners race for the last seat, over several rounds: exactly one gets in each time.
+  // Joiners race for the last seat, over several rounds: exactly one gets in each time.
   async race() {
     const rounds = args.rounds ?? 10;
+    const contenders = args.contenders ?? 2;
     const results = [];
     for (let i = 0; i < rounds; i++) {
       const room = await http("POST", "/api/rooms", { maxPeers: 2, name: `race-${i}` });
       const id = room.body.id;
       const first = await connect();
       await ask(first, "join-room", { roomId: id });
-      const x = await connect();
-      const y = await connect();
-      const [rx, ry] = await Promise.all([ask(x, "join-room", { roomId: id }), ask(y, "join-room", { roomId: id })]);
+      const racers = await Promise.all(Array.from({ length: contenders }, () => connect()));
+      const acks = await Promise.all(racers.map((s) => ask(s, "join-room", { roomId: id })));
       const info = await http("GET", `/api/rooms/${id}`);
-      results.push({ oks: [rx.ok, ry.ok].filter(Boolean).length, codes: [rx, ry].filter((r) => !r.ok).map((r) => r.error.code), members: info.body.peers.length });
-      for (const s of [first, x, y]) s.disconnect();
+      results.push({ oks: acks.filter((a) => a.ok).length, codes: acks.filter((a) => !a.ok).map((a) => a.error.code), members: info.body.peers.length });
+      for (const s of [first, ...racers]) s.disconnect();
     }
     return { results };
   },
