@@ -32,9 +32,11 @@ use crate::ratelimit::EventLimiter;
 use inbound::{Inbound, InboundItem, Inbox};
 use session::PeerCtx;
 
-/// Packets a socket's engine.io buffer holds before `emit` reports it full (socketioxide's
-/// default is 128, which a trickle-ICE burst fills).
-pub const MAX_BUFFER_SIZE: usize = 4096;
+/// Packets a socket's engine.io buffer holds before `emit` reports it full. socketioxide's
+/// default of 128 is filled by one trickle-ICE burst to a long-polling peer; 512 absorbs
+/// normal bursts, and beyond it the writer waits instead of dropping (the ordering tests send
+/// 2,000 events, so they exercise that path).
+pub const MAX_BUFFER_SIZE: usize = 512;
 
 /// Connect extractor for the socket itself (socketioxide only hands out `SocketRef`, which
 /// we must not hold forever in the writer).
