@@ -1,7 +1,8 @@
-//! The demo page, embedded in the binary: `/` serves `index.html`, `/assets/{file}` the rest.
+//! The demo page, embedded in the binary: `/` serves `index.html`, `/assets/{file}` every
+//! file of `signaling/assets/`.
 //!
-//! To add or change a demo file, edit `signaling/assets/` and (for a new file) add one line
-//! to [`FILES`]; no other Rust changes are needed.
+//! `build.rs` generates the table from the folder, so adding or changing a demo file needs no
+//! Rust change (only a rebuild).
 
 use axum::extract::Path;
 use axum::http::{HeaderValue, header};
@@ -9,12 +10,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::rest::AppError;
 
-/// (name under `/assets/`, bytes, content type).
-pub const FILES: &[(&str, &[u8], &str)] = &[(
-    "index.html",
-    include_bytes!("../assets/index.html"),
-    "text/html; charset=utf-8",
-)];
+/// (file name, bytes, content type) for every file of `signaling/assets/`.
+pub const FILES: &[(&str, &[u8], &str)] = include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 
 fn serve(name: &str) -> Result<Response, AppError> {
     let (_, bytes, ctype) = FILES
@@ -37,4 +34,29 @@ pub async fn index() -> Result<Response, AppError> {
 /// `GET /assets/{file}`.
 pub async fn asset(Path(file): Path<String>) -> Result<Response, AppError> {
     serve(&file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_demo_file_is_embedded_with_its_content_type() {
+        let index = FILES.iter().find(|(n, _, _)| *n == "index.html");
+        let (_, bytes, ctype) = index.expect("index.html is embedded");
+        assert!(!bytes.is_empty());
+        assert_eq!(*ctype, "text/html; charset=utf-8");
+        let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/assets"))
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter(|e| e.path().is_file())
+                    .count()
+            })
+            .unwrap_or(0);
+        assert_eq!(
+            FILES.len(),
+            on_disk,
+            "one entry per file of signaling/assets/"
+        );
+    }
 }
