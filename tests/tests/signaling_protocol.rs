@@ -165,11 +165,12 @@ fn two_thousand_back_to_back_candidates_arrive_complete_and_in_order_over_websoc
     ordering(json!({"n": 2000, "padBytes": 512}));
 }
 
-/// A polling receiver drains only when it polls, so the server's per-socket buffer fills:
-/// this is where an implementation that drops on a full buffer loses events.
+/// Both peers on long-polling: the sender's events arrive in batched HTTP bodies, and the
+/// receiver drains only when it polls, so the server's per-socket buffer fills. This is
+/// where an implementation that drops on a full buffer loses events.
 #[test]
 fn two_thousand_back_to_back_candidates_reach_a_polling_peer_complete_and_in_order() {
-    ordering(json!({"n": 2000, "padBytes": 64, "transportB": "polling"}));
+    ordering(json!({"n": 2000, "padBytes": 64, "transportA": "polling", "transportB": "polling"}));
 }
 
 #[test]
