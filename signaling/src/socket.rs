@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use crate::auth::origin_allowed;
 use crate::hub::Hub;
 use crate::ratelimit::EventLimiter;
-use inbound::{Inbound, InboundItem, Inbox};
+use inbound::{Inbound, InboundItem, Inbox, QueuedBytes};
 use session::PeerCtx;
 
 /// Packets a socket's engine.io buffer holds before `emit` reports it full. socketioxide's
@@ -123,6 +123,7 @@ fn handshake(
     let id = s.id.to_string();
     let (in_tx, in_rx) = mpsc::channel::<InboundItem>(inbound::QUEUE);
     let (out_tx, out_rx) = mpsc::channel(outbound::QUEUE);
+    let queued = Arc::new(QueuedBytes::new(sig.max_payload_bytes));
     s.extensions.insert(Inbox {
         tx: in_tx.clone(),
         limiter: Arc::new(EventLimiter::new(
@@ -130,6 +131,7 @@ fn handshake(
             sig.rate_limit_burst,
         )),
         max_payload: sig.max_payload_bytes,
+        queued: queued.clone(),
     });
     s.on_fallback(async |_: Inbound| {});
     s.on_disconnect(move || {
@@ -148,7 +150,7 @@ fn handshake(
         fallback_user: format!("anon-{}", uuid::Uuid::new_v4().simple()),
     };
     tokio::spawn(outbound::writer(Arc::downgrade(s), out_rx, hub.clone()));
-    tokio::spawn(session::run(hub.clone(), me, in_rx));
+    tokio::spawn(session::run(hub.clone(), me, in_rx, queued));
     tracing::info!(sid = %id, "Connected");
     Ok(())
 }

@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 use socketioxide::adapter::LocalAdapter;
@@ -26,6 +27,8 @@ pub enum InboundItem {
     Event {
         event: String,
         ack_id: Option<i64>,
+        /// Bytes reserved in [`QueuedBytes`], released when handled.
+        size: usize,
         /// The decoded payload, or why it was refused before decoding.
         body: Result<Value, Refusal>,
     },
@@ -33,8 +36,9 @@ pub enum InboundItem {
     Disconnect,
 }
 
-/// Capacity of a socket's inbound queue. The rate limit keeps a client far below it; it
-/// fills only when the session is held up by a stalled target.
+/// Capacity of a socket's inbound queue in events (bytes are capped by [`QueuedBytes`]). The
+/// rate limit keeps a client far below it; it fills only when the session is held up by a
+/// slow target.
 pub const QUEUE: usize = 4096;
 
 /// What the extractor needs, stored in the socket's extensions.
@@ -43,6 +47,45 @@ pub struct Inbox {
     pub tx: mpsc::Sender<InboundItem>,
     pub limiter: Arc<EventLimiter>,
     pub max_payload: usize,
+    /// Bytes of events queued and not yet handled: bounds memory per socket while its
+    /// session waits on a slow target.
+    pub queued: Arc<QueuedBytes>,
+}
+
+/// Payload bytes waiting in one socket's inbound queue, with a cap.
+#[derive(Debug)]
+pub struct QueuedBytes {
+    now: AtomicUsize,
+    max: usize,
+}
+
+impl QueuedBytes {
+    /// At least 4 MiB, and 16 events of the largest size.
+    #[must_use]
+    pub fn new(max_payload: usize) -> Self {
+        Self {
+            now: AtomicUsize::new(0),
+            max: max_payload.saturating_mul(16).max(4 << 20),
+        }
+    }
+
+    /// Reserves `n` bytes; `false` (nothing reserved) when that would pass the cap.
+    pub fn try_add(&self, n: usize) -> bool {
+        self.now
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                cur.checked_add(n).filter(|total| *total <= self.max)
+            })
+            .is_ok()
+    }
+
+    /// Releases `n` bytes once their event is handled.
+    pub fn sub(&self, n: usize) {
+        let _ = self
+            .now
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                Some(cur.saturating_sub(n))
+            });
+    }
 }
 
 /// Marker extractor: extracting it queues the event (see the module docs).
@@ -82,13 +125,22 @@ impl FromMessage<LocalAdapter> for Inbound {
                 Err(never) => match never {},
             }
         };
+        // Refused events carry no payload, so only accepted ones hold queue bytes.
+        let size = if body.is_ok() { size } else { 0 };
         let item = InboundItem::Event {
             event: event.clone(),
             ack_id,
+            size,
             body,
         };
-        if inbox.tx.try_send(item).is_err() {
-            // Queue full (the session is stalled on a target) or closing: answer now, best effort.
+        let reserved = inbox.queued.try_add(size);
+        let queued = reserved && inbox.tx.try_send(item).is_ok();
+        if reserved && !queued {
+            inbox.queued.sub(size);
+        }
+        if !queued {
+            // Queue full (the session is held up by a slow target) or closing: answer now,
+            // best effort.
             let r = Refusal::new(ErrorCode::RateLimited, "too many events in flight");
             let sent = match ack_id {
                 Some(_) => match AckSender::from_message_parts(&s, &mut v, &ack_id) {
@@ -115,5 +167,28 @@ fn packet_size(v: &socketioxide_core::Value) -> usize {
                     .map_or(0, |b| b.iter().map(bytes::Bytes::len).sum())
         }
         socketioxide_core::Value::Bytes(b) => b.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queued_bytes_are_capped_and_released() {
+        let q = QueuedBytes::new(1024);
+        let max = 4 << 20;
+        assert!(q.try_add(max - 10));
+        assert!(!q.try_add(11), "over the cap: refused, nothing reserved");
+        assert!(q.try_add(10));
+        q.sub(max);
+        assert!(q.try_add(max));
+    }
+
+    #[test]
+    fn the_cap_is_at_least_sixteen_largest_events() {
+        let q = QueuedBytes::new(1 << 20);
+        assert!(q.try_add(16 << 20));
+        assert!(!q.try_add(1));
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use crate::hub::Hub;
 use crate::protocol::{ClientEvent, ErrorCode, Refusal};
 use crate::socket::events;
-use crate::socket::inbound::InboundItem;
+use crate::socket::inbound::{InboundItem, QueuedBytes};
 use crate::socket::outbound::Outbound;
 
 /// Who the session's socket is.
@@ -25,13 +25,19 @@ pub struct PeerCtx {
 }
 
 /// Runs until the socket disconnects (or its inbound queue closes).
-pub async fn run(hub: Arc<Hub>, me: PeerCtx, mut rx: mpsc::Receiver<InboundItem>) {
+pub async fn run(
+    hub: Arc<Hub>,
+    me: PeerCtx,
+    mut rx: mpsc::Receiver<InboundItem>,
+    queued: Arc<QueuedBytes>,
+) {
     while let Some(item) = rx.recv().await {
         match item {
             InboundItem::Disconnect => break,
             InboundItem::Event {
                 event,
                 ack_id,
+                size,
                 body,
             } => {
                 let result = match (ClientEvent::parse(&event), body) {
@@ -42,6 +48,7 @@ pub async fn run(hub: Arc<Hub>, me: PeerCtx, mut rx: mpsc::Receiver<InboundItem>
                     (Some(ev), Ok(body)) => events::handle(&hub, &me, ev, body).await,
                 };
                 answer(&hub, &me, &event, ack_id, result).await;
+                queued.sub(size);
             }
         }
     }
