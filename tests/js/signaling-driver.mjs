@@ -47,14 +47,14 @@ function ask(s, event, data) {
 }
 
 /** Resolves with the first `event` payload (already received or future) matching `pred`. */
-function waitFor(s, event, pred = () => true) {
+function waitFor(s, event, pred = () => true, ms = WAIT_MS) {
   const seen = s.log.find(([e, p]) => e === event && pred(p));
   if (seen) return Promise.resolve(seen[1]);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       s.off(event, on);
-      reject(new Error(`no ${event} within ${WAIT_MS} ms`));
-    }, WAIT_MS);
+      reject(new Error(`no ${event} within ${ms} ms`));
+    }, ms);
     const on = (p) => {
       if (pred(p)) {
         clearTimeout(timer);
@@ -287,6 +287,33 @@ const scenarios = {
     await barrier(b);
     r.messagesAtB = seen(b, "message").length;
     return r;
+  },
+
+  // A target that stops reading (a raw long-polling client that never polls again): the
+  // sender is told, nothing is lost silently.
+  async stalledTarget() {
+    const base = `${url}/socket.io/?EIO=4&transport=polling`;
+    const open = await (await fetch(base)).text();
+    const eioSid = JSON.parse(open.slice(1)).sid;
+    const at = `${base}&sid=${eioSid}`;
+    await fetch(at, { method: "POST", body: "40" });
+    let peerId;
+    for (let i = 0; i < 5 && !peerId; i++) {
+      const packets = (await (await fetch(at)).text()).split("\x1e");
+      // Answer the first heartbeat, so the connection lives until the next one (25 s).
+      if (packets.includes("2")) await fetch(at, { method: "POST", body: "3" });
+      const connect = packets.find((p) => p.startsWith("40"));
+      if (connect) peerId = JSON.parse(connect.slice(2)).sid;
+    }
+    await fetch(at, { method: "POST", body: '420["join-room",{"roomId":"stall"}]' });
+    // From here on the raw client never polls: the server's buffer for it fills up.
+    const a = await connect();
+    await ask(a, "join-room", { roomId: "stall" });
+    // The server waits up to 10 s for the target to drain before giving up on an event.
+    const firstError = waitFor(a, "error", () => true, 60000);
+    const n = args.n ?? 3000;
+    for (let i = 0; i < n; i++) a.emit("ice-candidate", { targetId: peerId, candidate: { seq: i } });
+    return { peerId, firstError: await firstError };
   },
 
   async flood() {

@@ -361,3 +361,20 @@ fn a_flood_is_rate_limited_without_dropping_the_connection() {
         .unwrap_or(0);
     assert!(limited >= 50, "{text}");
 }
+
+/// The target's connection stops reading (a raw long-polling client that never polls): its
+/// buffer fills, the server waits (10 s), then tells the sender `rate-limited` instead of
+/// dropping. The target answered its first heartbeat, so its connection is only closed at
+/// the next one (25 s): the error seen first is the stall, not the disconnect.
+#[test]
+fn events_to_a_target_that_stops_reading_are_answered_with_an_error_not_dropped() {
+    let ports = Ports::new();
+    let svc = common::start(
+        &ports,
+        "rate_limit_per_second = 100000\nrate_limit_burst = 100000",
+    );
+    let r = common::drive(&svc, &ports, "stalledTarget", &json!({"n": 3000}));
+    let err = &r["firstError"];
+    assert_eq!(err["event"], "ice-candidate", "{r}");
+    assert_eq!(err["code"], "rate-limited", "{r}");
+}
