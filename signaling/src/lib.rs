@@ -1,9 +1,22 @@
 //! Switchboard signaling: Socket.IO rooms and presence, relayed offers/answers/ICE, a REST
-//! API and TURN credentials.
+//! API and TURN credentials (SPEC sections 2 and 4).
+//!
+//! Layout: [`rooms`] is the deciding logic (pure), [`store`] the one interface to room state,
+//! [`socket`] the Socket.IO side, [`rest`] the REST API, [`server`] the listener, shutdown and
+//! process entry point.
 
-use switchboard_config::Config;
+pub mod assets;
+pub mod auth;
+pub mod hub;
+pub mod ice;
+pub mod metrics;
+pub mod protocol;
+pub mod ratelimit;
+pub mod rest;
+pub mod rooms;
+pub mod server;
+pub mod socket;
+pub mod store;
 
-/// Runs the service until SIGINT/SIGTERM.
-pub fn main_with(_cfg: Config) -> anyhow::Result<()> {
-    anyhow::bail!("the signaling server is not implemented yet")
-}
+pub use hub::Hub;
+pub use server::{app, main_with, run, serve};

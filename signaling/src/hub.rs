@@ -1,0 +1,180 @@
+//! The state every connection and REST handler shares: configuration, the room store, the
+//! outbound queue of every connected peer, metrics and the authenticator.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use switchboard_config::ice::{IceUris, ice_uris};
+use switchboard_config::{Config, unix_now};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::SendTimeoutError;
+
+use crate::auth::Authenticator;
+use crate::ice::{IceServersResponse, ice_servers};
+use crate::metrics::Metrics;
+use crate::protocol::{ErrorCode, Refusal};
+use crate::socket::outbound::Outbound;
+use crate::store::{MemoryStore, RoomStore};
+
+/// How long a sender waits for room in a target's outbound queue (the target's connection
+/// is not draining) before the event is refused with `rate-limited`.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shared service state.
+pub struct Hub {
+    pub cfg: Arc<Config>,
+    pub store: Arc<dyn RoomStore>,
+    pub metrics: Metrics,
+    pub auth: Authenticator,
+    ice_uris: IceUris,
+    /// peer id (socket id) → that peer's outbound queue.
+    peers: RwLock<HashMap<String, mpsc::Sender<Outbound>>>,
+    ready: AtomicBool,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// Builds the state with the in-memory store.
+    #[must_use]
+    pub fn new(cfg: Arc<Config>) -> Arc<Self> {
+        let store = Arc::new(MemoryStore::new(
+            cfg.signaling.max_peers_per_room,
+            cfg.signaling.max_rooms_per_socket,
+        ));
+        Self::with_store(cfg, store)
+    }
+
+    /// Builds the state on any [`RoomStore`].
+    #[must_use]
+    pub fn with_store(cfg: Arc<Config>, store: Arc<dyn RoomStore>) -> Arc<Self> {
+        let auth = Authenticator::new(&cfg.signaling.auth, cfg.signaling.admin_token.as_ref());
+        let ice_uris = ice_uris(&cfg.turn, &cfg.relay);
+        Arc::new(Self {
+            cfg,
+            store,
+            metrics: Metrics::new(),
+            auth,
+            ice_uris,
+            peers: RwLock::new(HashMap::new()),
+            ready: AtomicBool::new(true),
+            started: Instant::now(),
+        })
+    }
+
+    /// `false` once shutdown has begun (`/ready` answers 503).
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn set_not_ready(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+    }
+
+    #[must_use]
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// A fresh ICE server answer for `user_id`.
+    #[must_use]
+    pub fn ice_servers(&self, user_id: &str) -> IceServersResponse {
+        ice_servers(
+            &self.ice_uris,
+            self.cfg.turn.secrets.signing(),
+            self.cfg.turn.credential_ttl,
+            user_id,
+            unix_now(),
+        )
+    }
+
+    pub fn register_peer(&self, peer_id: &str, tx: mpsc::Sender<Outbound>) {
+        self.peers_mut().insert(peer_id.to_string(), tx);
+    }
+
+    pub fn unregister_peer(&self, peer_id: &str) {
+        self.peers_mut().remove(peer_id);
+    }
+
+    #[must_use]
+    pub fn connected_peers(&self) -> usize {
+        self.peers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    fn peers_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, mpsc::Sender<Outbound>>> {
+        self.peers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn queue_of(&self, peer_id: &str) -> Option<mpsc::Sender<Outbound>> {
+        self.peers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(peer_id)
+            .cloned()
+    }
+
+    /// Queues `item` for `peer_id`, waiting (bounded by [`DELIVERY_TIMEOUT`]) while its queue
+    /// is full: backpressure on the sender rather than loss.
+    pub async fn send_to(&self, peer_id: &str, item: Outbound) -> Result<(), Refusal> {
+        let Some(tx) = self.queue_of(peer_id) else {
+            return Err(Refusal::new(ErrorCode::UnknownPeer, "no such peer"));
+        };
+        match tx.send_timeout(item, DELIVERY_TIMEOUT).await {
+            Ok(()) => Ok(()),
+            Err(SendTimeoutError::Closed(_)) => {
+                Err(Refusal::new(ErrorCode::UnknownPeer, "peer has left"))
+            }
+            Err(SendTimeoutError::Timeout(_)) => Err(Refusal::new(
+                ErrorCode::RateLimited,
+                "the target peer is not reading; event not delivered",
+            )),
+        }
+    }
+
+    /// Best-effort notification (presence events): failures are logged, not answered.
+    pub async fn notify(&self, peer_id: &str, event: &'static str, data: Value) {
+        if let Err(e) = self.send_to(peer_id, Outbound::emit(event, data)).await {
+            tracing::debug!(peer = %peer_id, event, code = e.code.as_str(), "Notification not queued");
+        }
+    }
+
+    /// Tells `to` that `left` left `room_id`.
+    pub async fn notify_left(&self, to: &[String], room_id: &str, left: &str) {
+        for peer in to {
+            self.notify(
+                peer,
+                "user-left",
+                json!({"roomId": room_id, "peerId": left}),
+            )
+            .await;
+        }
+    }
+
+    /// Refreshes the room/peer gauges from the store.
+    pub async fn refresh_gauges(&self) -> (usize, usize) {
+        let (rooms, peers) = self.store.counts().await;
+        self.metrics
+            .rooms
+            .set(i64::try_from(rooms).unwrap_or(i64::MAX));
+        self.metrics
+            .peers
+            .set(i64::try_from(peers).unwrap_or(i64::MAX));
+        (rooms, peers)
+    }
+}

@@ -1,0 +1,135 @@
+//! Prometheus metrics, one `Registry` per app (so tests can run several servers in a process).
+//! No per-user or per-room labels: label values are event names and error codes only.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// The service's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Gauge,
+    pub connections_total: Counter,
+    pub rooms: Gauge,
+    pub peers: Gauge,
+    events_relayed: Family<Labels, Counter>,
+    errors: Family<Labels, Counter>,
+    pub rate_limited: Counter,
+    pub auth_failures: Counter<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    #[must_use]
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchboard_signaling");
+        let m = Self {
+            connections: Gauge::default(),
+            connections_total: Counter::default(),
+            rooms: Gauge::default(),
+            peers: Gauge::default(),
+            events_relayed: Family::default(),
+            errors: Family::default(),
+            rate_limited: Counter::default(),
+            auth_failures: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections",
+            "Open Socket.IO connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "Socket.IO connections accepted",
+            m.connections_total.clone(),
+        );
+        registry.register("rooms", "Rooms that exist", m.rooms.clone());
+        registry.register("peers", "Peers in at least one room", m.peers.clone());
+        registry.register(
+            "events_relayed",
+            "Events delivered to peers, by event name",
+            m.events_relayed.clone(),
+        );
+        registry.register(
+            "errors",
+            "Errors answered to clients, by code",
+            m.errors.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Events refused by the per-socket rate limit",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Refused handshakes and REST requests",
+            m.auth_failures.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    pub fn relayed(&self, event: &'static str) {
+        self.events_relayed
+            .get_or_create(&vec![("event", event)])
+            .inc();
+    }
+
+    pub fn error(&self, code: &'static str) {
+        self.errors.get_or_create(&vec![("code", code)]).inc();
+    }
+
+    /// The Prometheus text exposition.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_metrics_carry_counts_by_event_and_code_without_other_labels() {
+        let m = Metrics::new();
+        m.connections.inc();
+        m.relayed("offer");
+        m.relayed("offer");
+        m.error("room-full");
+        m.rate_limited.inc();
+        let text = m.render();
+        assert!(
+            text.contains("switchboard_signaling_connections 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("switchboard_signaling_events_relayed_total{event=\"offer\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("switchboard_signaling_errors_total{code=\"room-full\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("switchboard_signaling_rate_limited_total 1"),
+            "{text}"
+        );
+    }
+}

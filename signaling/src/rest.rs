@@ -1,0 +1,234 @@
+//! The REST API (SPEC section 4): health, readiness, metrics, stats, ICE servers and rooms.
+
+mod error;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchboard_config::credentials::valid_user_id;
+
+pub use error::AppError;
+
+use crate::auth::bearer;
+use crate::hub::Hub;
+use crate::rooms::{MAX_DISPLAY_NAME_LEN, PasswordHash};
+
+fn token(headers: &HeaderMap) -> Option<&str> {
+    bearer(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// Checks the client token; the auth subject (TURN user id) when auth is on.
+fn authenticate(hub: &Hub, headers: &HeaderMap) -> Result<Option<String>, AppError> {
+    hub.auth
+        .authenticate(token(headers))
+        .map(|s| s.user_id)
+        .map_err(|e| {
+            hub.metrics.auth_failures.inc();
+            AppError::unauthorized(format!("{e}: send `Authorization: Bearer TOKEN`"))
+        })
+}
+
+/// `GET /health`: the process is alive.
+pub async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /ready`: 503 once shutdown has begun.
+pub async fn ready(State(hub): State<Arc<Hub>>) -> Response {
+    if hub.is_ready() {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "stopping"})),
+        )
+            .into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    hub.refresh_gauges().await;
+    let mut res = hub.metrics.render().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}
+
+/// `GET /stats`: a small JSON summary.
+pub async fn stats(State(hub): State<Arc<Hub>>) -> Json<Value> {
+    let (rooms, peers) = hub.refresh_gauges().await;
+    Json(json!({
+        "connections": hub.connected_peers(),
+        "rooms": rooms,
+        "peersInRooms": peers,
+        "uptimeSeconds": hub.uptime().as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IceQuery {
+    service: Option<String>,
+    username: Option<String>,
+}
+
+/// `GET /api/ice-servers[?service=turn&username=U]`.
+pub async fn ice_servers(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(q): Query<IceQuery>,
+) -> Result<Response, AppError> {
+    let subject = authenticate(&hub, &headers)?;
+    if q.service.as_deref().is_some_and(|s| s != "turn") {
+        return Err(AppError::bad_request("`service` must be \"turn\""));
+    }
+    let user_id = match (subject, q.username) {
+        (Some(sub), _) => sub,
+        (None, Some(u)) if valid_user_id(&u) => u,
+        (None, Some(_)) => {
+            return Err(AppError::bad_request(
+                "`username` must be 1-128 printable characters without `:` or spaces",
+            ));
+        }
+        (None, None) => format!("anon-{}", uuid::Uuid::new_v4().simple()),
+    };
+    let mut res = Json(hub.ice_servers(&user_id)).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// `GET /api/rooms`.
+pub async fn list_rooms(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    authenticate(&hub, &headers)?;
+    Ok(Json(json!({"rooms": hub.store.list_rooms().await})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateRoom {
+    name: Option<String>,
+    max_peers: Option<usize>,
+    password: Option<String>,
+}
+
+/// `POST /api/rooms {name?, maxPeers?, password?}` → 201 with the room.
+pub async fn create_room(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    authenticate(&hub, &headers)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                format!(
+                    "the body exceeds {} bytes",
+                    hub.cfg.signaling.max_payload_bytes
+                ),
+            )
+        } else {
+            AppError::bad_request("could not read the body")
+        }
+    })?;
+    let body: CreateRoom = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateRoom::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| AppError::bad_request(format!("invalid room: {e}")))?
+    };
+    if body
+        .name
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_DISPLAY_NAME_LEN)
+    {
+        return Err(AppError::bad_request("`name` is too long"));
+    }
+    if body.max_peers == Some(0) {
+        return Err(AppError::bad_request("`maxPeers` must be at least 1"));
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let password = body
+        .password
+        .filter(|p| !p.is_empty())
+        .map(|p| PasswordHash::new(&p, rand::random()));
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis()),
+    )
+    .unwrap_or(u64::MAX);
+    let info = hub
+        .store
+        .create_room(id, body.name, body.max_peers, password, now_ms)
+        .await;
+    tracing::info!(room = %info.id, max_peers = info.max_peers, "Room created");
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+/// `GET /api/rooms/{id}`.
+pub async fn get_room(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    authenticate(&hub, &headers)?;
+    let info = hub
+        .store
+        .get_room(&id)
+        .await
+        .ok_or_else(|| AppError::not_found("no such room"))?;
+    Ok(Json(serde_json::to_value(info).unwrap_or(Value::Null)))
+}
+
+/// `DELETE /api/rooms/{id}` (admin token): members get `user-left` and are removed.
+pub async fn delete_room(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    match hub.auth.check_admin(token(&headers)) {
+        None => {
+            return Err(AppError::forbidden(
+                "no admin token is configured: room deletion is disabled",
+            ));
+        }
+        Some(false) => {
+            hub.metrics.auth_failures.inc();
+            return Err(AppError::unauthorized("admin token required"));
+        }
+        Some(true) => {}
+    }
+    let members = hub
+        .store
+        .delete_room(&id)
+        .await
+        .ok_or_else(|| AppError::not_found("no such room"))?;
+    for gone in &members {
+        hub.notify_left(&members, &id, gone).await;
+    }
+    tracing::info!(room = %id, removed = members.len(), "Room deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,206 @@
+//! The HTTP server: the router (REST + Socket.IO + demo), serving an already-bound listener
+//! until a shutdown future completes, and the process entry point with signals and sd_notify.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::routing::get;
+use socketioxide::SocketIo;
+use switchboard_config::{Config, CorsOrigins};
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::hub::Hub;
+use crate::rest::{self, AppError};
+use crate::{assets, socket};
+
+/// Longest a REST request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest shutdown may take after SIGTERM/SIGINT before the process exits anyway.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn cors(origins: &CorsOrigins) -> CorsLayer {
+    let allow = match origins {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(
+            list.iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        ),
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600))
+}
+
+/// The whole HTTP surface, plus the Socket.IO handle (for `close()` at shutdown).
+pub fn app(hub: Arc<Hub>) -> (Router, SocketIo) {
+    let sig = &hub.cfg.signaling;
+    let (sio_layer, io) = socket::layer(&hub);
+    let mut router = Router::new()
+        .route("/health", get(rest::health))
+        .route("/ready", get(rest::ready))
+        .route("/metrics", get(rest::metrics))
+        .route("/stats", get(rest::stats))
+        .route("/api/ice-servers", get(rest::ice_servers))
+        .route("/api/rooms", get(rest::list_rooms).post(rest::create_room))
+        .route(
+            "/api/rooms/{id}",
+            get(rest::get_room).delete(rest::delete_room),
+        );
+    if sig.demo {
+        router = router
+            .route("/", get(assets::index))
+            .route("/assets/{file}", get(assets::asset));
+    }
+    let router = router
+        .fallback(async || AppError::not_found("no such route"))
+        .with_state(hub.clone())
+        .layer(DefaultBodyLimit::max(sig.max_payload_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        // Outside the REST limits: Socket.IO long-polling outlives the request timeout.
+        .layer(sio_layer)
+        .layer(cors(&sig.cors_origins));
+    (router, io)
+}
+
+/// Serves `hub` on `listener` until `shutdown` completes, then stops accepting, closes every
+/// Socket.IO session (`io.close()`) and lets in-flight REST requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (router, io) = app(hub.clone());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            hub.set_not_ready();
+            tracing::info!("Shutting down: closing Socket.IO sessions");
+            io.close().await;
+        })
+        .await
+        .context("HTTP server failed")
+}
+
+/// Runs the service on an already-bound listener with in-memory state.
+pub async fn run(
+    listener: TcpListener,
+    cfg: Arc<Config>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    check_supported(&cfg)?;
+    serve(listener, Hub::new(cfg), shutdown).await
+}
+
+/// Refuses configurations that ask for what this build does not do yet, rather than
+/// silently running without it.
+fn check_supported(cfg: &Config) -> anyhow::Result<()> {
+    if cfg.signaling.redis_url.is_some() {
+        anyhow::bail!(
+            "signaling.redis_url is set, but multi-instance (Redis) mode is not implemented yet: \
+             remove it and run a single signaling instance"
+        );
+    }
+    if cfg.signaling.peerjs.enabled {
+        tracing::warn!(
+            "signaling.peerjs.enabled is set, but the PeerJS endpoint is not implemented yet; ignoring it"
+        );
+    }
+    Ok(())
+}
+
+/// SIGTERM and SIGINT, registered up front so that a signal right after READY=1 is not lost.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("could not handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("could not handle SIGINT")?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+fn notify(state: sd_notify::NotifyState<'_>) {
+    // No-op when NOTIFY_SOCKET is unset (not under systemd).
+    if let Err(e) = sd_notify::notify(false, &[state]) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// Binds `signaling.listen`, reports READY=1, serves until SIGTERM/SIGINT, then shuts down
+/// within [`SHUTDOWN_TIMEOUT`].
+pub fn main_with(cfg: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    check_supported(&cfg)?;
+    let cfg = Arc::new(cfg);
+    let addr: SocketAddr = cfg.signaling.listen;
+    let result = rt.block_on(async move {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("could not listen on {addr} (signaling.listen)"))?;
+        let mut signals = Signals::new()?;
+        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "Listening");
+        notify(sd_notify::NotifyState::Ready);
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let stop = async move {
+            let mut rx = rx;
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        let mut server = tokio::spawn(serve(listener, Hub::new(cfg), stop));
+        let sig = tokio::select! {
+            res = &mut server => {
+                // The server ended without a signal: that is a failure.
+                return match res {
+                    Ok(Ok(())) => Err(anyhow::anyhow!("the server stopped unexpectedly")),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(anyhow::anyhow!("server task failed: {e}")),
+                };
+            }
+            sig = signals.recv() => sig,
+        };
+        tracing::info!(signal = sig, "Stopping");
+        notify(sd_notify::NotifyState::Stopping);
+        let _ = tx.send(true);
+        match tokio::time::timeout(SHUTDOWN_TIMEOUT, server).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(e)) => Err(anyhow::anyhow!("server task failed: {e}")),
+            Err(_) => {
+                tracing::warn!(timeout = ?SHUTDOWN_TIMEOUT, "Shutdown took too long; exiting");
+                Ok(())
+            }
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    if result.is_ok() {
+        tracing::info!("Stopped");
+    }
+    result
+}

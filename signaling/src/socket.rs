@@ -1,0 +1,156 @@
+//! The Socket.IO side: the socketioxide layer, the handshake (auth), and the wiring of each
+//! socket's ordered inbound queue, session task and outbound writer.
+//!
+//! Design for ordering and no silent loss (SPEC section 4):
+//! client → [`inbound::Inbound`] extractor (inline, arrival order) → inbound queue →
+//! [`session::run`] (one per socket, one event at a time) → target's outbound queue →
+//! [`outbound::writer`] (one per socket, retries while the socket buffer is full).
+//! Each step is FIFO, so per (sender, target) events arrive in send order; each step either
+//! waits (bounded) or answers the sender with an error.
+
+pub mod events;
+pub mod inbound;
+pub mod outbound;
+pub mod session;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::handler::{ConnectHandler, FromConnectParts};
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::socket::Socket;
+use socketioxide::{SocketIo, TransportType};
+use tokio::sync::mpsc;
+
+use crate::auth::origin_allowed;
+use crate::hub::Hub;
+use crate::ratelimit::EventLimiter;
+use inbound::{Inbound, InboundItem, Inbox, QueuedBytes};
+use session::PeerCtx;
+
+/// Packets a socket's engine.io buffer holds before `emit` reports it full. socketioxide's
+/// default of 128 is filled by one trickle-ICE burst to a long-polling peer; 512 absorbs
+/// normal bursts, and beyond it the writer waits instead of dropping (the ordering tests send
+/// 2,000 events, so they exercise that path).
+pub const MAX_BUFFER_SIZE: usize = 512;
+
+/// Connect extractor for the socket itself (socketioxide only hands out `SocketRef`, which
+/// we must not hold forever in the writer).
+struct SocketArc(Arc<Socket<LocalAdapter>>);
+
+impl FromConnectParts<LocalAdapter> for SocketArc {
+    type Error = Infallible;
+    fn from_connect_parts(
+        s: &Arc<Socket<LocalAdapter>>,
+        _: &Option<socketioxide_core::Value>,
+    ) -> Result<Self, Infallible> {
+        Ok(Self(s.clone()))
+    }
+}
+
+/// Refused handshake; the client gets `connect_error` with this message.
+#[derive(Debug)]
+struct Refused(&'static str);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Builds the Socket.IO layer and its handle.
+pub fn layer(hub: &Arc<Hub>) -> (SocketIoLayer, SocketIo) {
+    let sig = &hub.cfg.signaling;
+    // engine.io `max_payload` caps what a polling request may carry. It is set above the
+    // per-event limit so that a too-large event still reaches us and gets a
+    // `payload-too-large` answer; beyond it, that one HTTP request fails. WebSocket frames
+    // are bounded by tungstenite's defaults (engineioxide 0.17 does not expose them).
+    let hard_limit = (sig.max_payload_bytes as u64)
+        .saturating_mul(4)
+        .max(1 << 20);
+    let (layer, io) = SocketIo::builder()
+        .req_path(sig.socketio_path.clone())
+        .max_buffer_size(MAX_BUFFER_SIZE)
+        .max_payload(hard_limit)
+        .ping_interval(Duration::from_secs(25))
+        .ping_timeout(Duration::from_secs(20))
+        .connect_timeout(Duration::from_secs(45))
+        .transports([TransportType::Polling, TransportType::Websocket])
+        .build_layer();
+    let mw_hub = hub.clone();
+    let middleware = move |SocketArc(s): SocketArc, TryData(auth): TryData<Value>| {
+        let hub = mw_hub.clone();
+        async move { handshake(&hub, &s, auth.ok()) }
+    };
+    io.ns("/", (async |_: SocketRef| {}).with(middleware));
+    (layer, io)
+}
+
+/// Runs before socketioxide answers the CONNECT packet, so every handler and queue exists
+/// before the client can send its first event.
+fn handshake(
+    hub: &Arc<Hub>,
+    s: &Arc<Socket<LocalAdapter>>,
+    auth: Option<Value>,
+) -> Result<(), Refused> {
+    let origin = s
+        .req_parts()
+        .headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    if !origin_allowed(&hub.cfg.signaling.cors_origins, origin) {
+        hub.metrics.auth_failures.inc();
+        tracing::info!(sid = %s.id, origin = ?origin, "Handshake refused: origin not allowed");
+        return Err(Refused("origin not allowed"));
+    }
+    let token = auth
+        .as_ref()
+        .and_then(|a| a.get("token"))
+        .and_then(Value::as_str);
+    let subject = match hub.auth.authenticate(token) {
+        Ok(sub) => sub.user_id,
+        Err(e) => {
+            hub.metrics.auth_failures.inc();
+            tracing::info!(sid = %s.id, reason = %e, "Handshake refused");
+            return Err(Refused("unauthorized"));
+        }
+    };
+    let sig = &hub.cfg.signaling;
+    let id = s.id.to_string();
+    let (in_tx, in_rx) = mpsc::channel::<InboundItem>(inbound::QUEUE);
+    let (out_tx, out_rx) = mpsc::channel(outbound::QUEUE);
+    let queued = Arc::new(QueuedBytes::new(sig.max_payload_bytes));
+    s.extensions.insert(Inbox {
+        tx: in_tx.clone(),
+        limiter: Arc::new(EventLimiter::new(
+            sig.rate_limit_per_second,
+            sig.rate_limit_burst,
+        )),
+        max_payload: sig.max_payload_bytes,
+        queued: queued.clone(),
+    });
+    s.on_fallback(async |_: Inbound| {});
+    s.on_disconnect(move || {
+        let tx = in_tx.clone();
+        async move {
+            // Queued after every event already received, so it is handled last.
+            let _ = tx.send(InboundItem::Disconnect).await;
+        }
+    });
+    hub.register_peer(&id, out_tx);
+    hub.metrics.connections.inc();
+    hub.metrics.connections_total.inc();
+    let me = PeerCtx {
+        id: id.clone(),
+        subject,
+        fallback_user: format!("anon-{}", uuid::Uuid::new_v4().simple()),
+    };
+    tokio::spawn(outbound::writer(Arc::downgrade(s), out_rx, hub.clone()));
+    tokio::spawn(session::run(hub.clone(), me, in_rx, queued));
+    tracing::info!(sid = %id, "Connected");
+    Ok(())
+}

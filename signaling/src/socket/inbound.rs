@@ -1,0 +1,194 @@
+//! Ordered intake of client events.
+//!
+//! socketioxide spawns every event handler as its own task, so two events from one socket can
+//! run in either order. Its extractors, however, run inline in the receive loop, in arrival
+//! order, before the task is spawned (`MessageHandler::call` in socketioxide 0.18). So the
+//! [`Inbound`] extractor does all the work there: it checks the rate limit and the size,
+//! decodes the payload and pushes the event into the socket's ordered queue, consumed by one
+//! session task per socket. The handler socketioxide then spawns is empty.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, Event, TryData};
+use socketioxide::handler::{FromMessage, FromMessageParts};
+use socketioxide::socket::Socket;
+use tokio::sync::mpsc;
+
+use crate::protocol::{ErrorCode, Refusal};
+use crate::ratelimit::EventLimiter;
+
+/// One event, in arrival order.
+#[derive(Debug)]
+pub enum InboundItem {
+    Event {
+        event: String,
+        ack_id: Option<i64>,
+        /// Bytes reserved in [`QueuedBytes`], released when handled.
+        size: usize,
+        /// The decoded payload, or why it was refused before decoding.
+        body: Result<Value, Refusal>,
+    },
+    /// The socket disconnected: leave every room, then stop.
+    Disconnect,
+}
+
+/// Capacity of a socket's inbound queue in events (bytes are capped by [`QueuedBytes`]). The
+/// rate limit keeps a client far below it; it fills only when the session is held up by a
+/// slow target.
+pub const QUEUE: usize = 4096;
+
+/// What the extractor needs, stored in the socket's extensions.
+#[derive(Clone)]
+pub struct Inbox {
+    pub tx: mpsc::Sender<InboundItem>,
+    pub limiter: Arc<EventLimiter>,
+    pub max_payload: usize,
+    /// Bytes of events queued and not yet handled: bounds memory per socket while its
+    /// session waits on a slow target.
+    pub queued: Arc<QueuedBytes>,
+}
+
+/// Payload bytes waiting in one socket's inbound queue, with a cap.
+#[derive(Debug)]
+pub struct QueuedBytes {
+    now: AtomicUsize,
+    max: usize,
+}
+
+impl QueuedBytes {
+    /// At least 4 MiB, and 16 events of the largest size.
+    #[must_use]
+    pub fn new(max_payload: usize) -> Self {
+        Self {
+            now: AtomicUsize::new(0),
+            max: max_payload.saturating_mul(16).max(4 << 20),
+        }
+    }
+
+    /// Reserves `n` bytes; `false` (nothing reserved) when that would pass the cap.
+    pub fn try_add(&self, n: usize) -> bool {
+        self.now
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                cur.checked_add(n).filter(|total| *total <= self.max)
+            })
+            .is_ok()
+    }
+
+    /// Releases `n` bytes once their event is handled.
+    pub fn sub(&self, n: usize) {
+        let _ = self
+            .now
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                Some(cur.saturating_sub(n))
+            });
+    }
+}
+
+/// Marker extractor: extracting it queues the event (see the module docs).
+#[derive(Debug)]
+pub struct Inbound;
+
+impl FromMessage<LocalAdapter> for Inbound {
+    type Error = Infallible;
+
+    fn from_message(
+        s: Arc<Socket<LocalAdapter>>,
+        mut v: socketioxide_core::Value,
+        ack_id: Option<i64>,
+    ) -> Result<Self, Infallible> {
+        let Some(inbox) = s.extensions.get::<Inbox>() else {
+            return Ok(Inbound);
+        };
+        let event = match Event::from_message_parts(&s, &mut v, &ack_id) {
+            Ok(Event(e)) => e,
+            Err(_) => String::new(),
+        };
+        let size = packet_size(&v);
+        let body = if !inbox.limiter.allow() {
+            Err(Refusal::new(
+                ErrorCode::RateLimited,
+                "too many events; slow down",
+            ))
+        } else if size > inbox.max_payload {
+            Err(Refusal::new(
+                ErrorCode::PayloadTooLarge,
+                format!("event is {size} bytes; the limit is {}", inbox.max_payload),
+            ))
+        } else {
+            match TryData::<Value>::from_message_parts(&s, &mut v, &ack_id) {
+                Ok(TryData(Ok(v))) => Ok(v),
+                Ok(TryData(Err(_))) => Err(Refusal::bad("payload is not valid JSON data")),
+                Err(never) => match never {},
+            }
+        };
+        // Refused events carry no payload, so only accepted ones hold queue bytes.
+        let size = if body.is_ok() { size } else { 0 };
+        let item = InboundItem::Event {
+            event: event.clone(),
+            ack_id,
+            size,
+            body,
+        };
+        let reserved = inbox.queued.try_add(size);
+        let queued = reserved && inbox.tx.try_send(item).is_ok();
+        if reserved && !queued {
+            inbox.queued.sub(size);
+        }
+        if !queued {
+            // Queue full (the session is held up by a slow target) or closing: answer now,
+            // best effort.
+            let r = Refusal::new(ErrorCode::RateLimited, "too many events in flight");
+            let sent = match ack_id {
+                Some(_) => match AckSender::from_message_parts(&s, &mut v, &ack_id) {
+                    Ok(a) => a.send(&r.ack()),
+                    Err(never) => match never {},
+                },
+                None => s.emit("error", &r.event(&event)),
+            };
+            if sent.is_err() {
+                tracing::warn!(sid = %s.id, %event, "Event refused and the refusal could not be sent");
+            }
+        }
+        Ok(Inbound)
+    }
+}
+
+/// Bytes of the encoded Socket.IO packet (text plus binary attachments).
+fn packet_size(v: &socketioxide_core::Value) -> usize {
+    match v {
+        socketioxide_core::Value::Str(s, bins) => {
+            s.len()
+                + bins
+                    .as_ref()
+                    .map_or(0, |b| b.iter().map(bytes::Bytes::len).sum())
+        }
+        socketioxide_core::Value::Bytes(b) => b.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queued_bytes_are_capped_and_released() {
+        let q = QueuedBytes::new(1024);
+        let max = 4 << 20;
+        assert!(q.try_add(max - 10));
+        assert!(!q.try_add(11), "over the cap: refused, nothing reserved");
+        assert!(q.try_add(10));
+        q.sub(max);
+        assert!(q.try_add(max));
+    }
+
+    #[test]
+    fn the_cap_is_at_least_sixteen_largest_events() {
+        let q = QueuedBytes::new(1 << 20);
+        assert!(q.try_add(16 << 20));
+        assert!(!q.try_add(1));
+    }
+}

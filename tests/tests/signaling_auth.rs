@@ -1,0 +1,136 @@
+//! End-to-end tests of signaling authentication (`auth = "token"` and `"jwt"`) for the
+//! Socket.IO handshake and REST.
+
+#[path = "common/signaling.rs"]
+mod common;
+
+use common::{base, http};
+use serde_json::json;
+use switchboard_tests::Ports;
+
+const TOKEN: &str = "client-token-abcdef0123456789";
+const JWT_SECRET: &str = "jwt-test-secret-abcdef0123456789";
+
+#[test]
+fn with_token_auth_a_bad_or_missing_token_fails_the_handshake_and_the_subject_is_the_turn_user() {
+    let ports = Ports::new();
+    let svc = common::start(&ports, &format!("auth = \"token\"\ntokens = [\"{TOKEN}\"]"));
+    let r = common::drive(
+        &svc,
+        &ports,
+        "auth",
+        &json!({"attempts": {"good": {"token": TOKEN}, "wrong": {"token": "nope"}, "none": null}}),
+    );
+    assert_eq!(
+        r["wrong"],
+        json!({"connected": false, "error": "unauthorized"}),
+        "{r}"
+    );
+    assert_eq!(
+        r["none"],
+        json!({"connected": false, "error": "unauthorized"}),
+        "{r}"
+    );
+    assert_eq!(r["good"]["connected"], json!(true), "{r}");
+    let ack = &r["good"]["ack"];
+    assert_eq!(ack["ok"], json!(true), "{r}");
+    let user = ack["self"]["userId"].as_str().unwrap_or_default();
+    assert!(
+        user.starts_with("tok-"),
+        "the token decides the user, not the client: {user}"
+    );
+    assert!(!user.contains(TOKEN));
+    let turn_user = ack["iceServers"][1]["username"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(turn_user.ends_with(&format!(":{user}")), "{turn_user}");
+
+    // REST: the same tokens as bearer tokens.
+    let b = base(&ports);
+    let none = http("GET", &format!("{b}/api/ice-servers"), &[], None);
+    assert_eq!(none.status, 401);
+    assert_eq!(none.body["error"]["code"], "unauthorized");
+    let wrong = http(
+        "GET",
+        &format!("{b}/api/rooms"),
+        &[("authorization", "Bearer nope")],
+        None,
+    );
+    assert_eq!(wrong.status, 401);
+    let bearer = format!("Bearer {TOKEN}");
+    let good = http(
+        "GET",
+        &format!("{b}/api/ice-servers?username=mallory"),
+        &[("authorization", &bearer)],
+        None,
+    );
+    assert_eq!(good.status, 200);
+    let name = good.body["username"].as_str().unwrap_or_default();
+    assert!(
+        name.ends_with(&format!(":{user}")),
+        "subject wins over ?username: {name}"
+    );
+    assert_eq!(http("GET", &format!("{b}/health"), &[], None).status, 200);
+    assert!(
+        !svc.logs().contains(TOKEN),
+        "the token never reaches the log"
+    );
+}
+
+#[test]
+fn with_jwt_auth_only_a_valid_unexpired_token_connects_and_sub_is_the_turn_user() {
+    let ports = Ports::new();
+    let svc = common::start(
+        &ports,
+        &format!("auth = \"jwt\"\njwt_secret = \"{JWT_SECRET}\""),
+    );
+    let r = common::drive(&svc, &ports, "jwtAuth", &json!({"secret": JWT_SECRET}));
+    assert_eq!(r["good"]["connected"], json!(true), "{r}");
+    assert_eq!(r["good"]["ack"]["self"]["userId"], "carol");
+    let turn_user = r["good"]["ack"]["iceServers"][1]["username"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(turn_user.ends_with(":carol"), "{turn_user}");
+    for bad in ["forged", "expired", "none"] {
+        assert_eq!(
+            r[bad],
+            json!({"connected": false, "error": "unauthorized"}),
+            "{bad}: {r}"
+        );
+    }
+    assert_eq!(r["restGood"]["status"], json!(200));
+    assert!(
+        r["restGood"]["body"]["username"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(":carol")
+    );
+    assert_eq!(r["restForged"]["status"], json!(401));
+}
+
+#[test]
+fn a_browser_handshake_from_an_unlisted_origin_is_refused() {
+    let ports = Ports::new();
+    let svc = common::start(&ports, "");
+    let good = format!("http://127.0.0.1:{}", ports.signaling);
+    let r = common::drive(
+        &svc,
+        &ports,
+        "auth",
+        &json!({
+            "attempts": {"listed": null, "evilWs": null, "evilPolling": null, "noOrigin": null},
+            "headers": {"listed": {"origin": good}, "evilWs": {"origin": "https://evil.example"},
+                        "evilPolling": {"origin": "https://evil.example"}},
+            "transports": {"evilPolling": "polling"}
+        }),
+    );
+    assert_eq!(r["listed"]["connected"], json!(true), "{r}");
+    assert_eq!(r["noOrigin"]["connected"], json!(true), "{r}");
+    for evil in ["evilWs", "evilPolling"] {
+        assert_eq!(
+            r[evil],
+            json!({"connected": false, "error": "origin not allowed"}),
+            "{evil}: {r}"
+        );
+    }
+}
