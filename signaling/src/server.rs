@@ -89,6 +89,11 @@ pub async fn serve(
             shutdown.await;
             hub.set_not_ready();
             tracing::info!("Shutting down: closing Socket.IO sessions");
+            // Tell every client the server is going away (DISCONNECT packet: clients see
+            // "io server disconnect" rather than a dropped transport), then close.
+            if let Err(e) = io.disconnect().await {
+                tracing::warn!(error = %e, "Could not notify every socket of the shutdown");
+            }
             io.close().await;
         })
         .await

@@ -9,7 +9,9 @@ use std::process::Command;
 use switchboard_tests::{Ports, Service, require_tool, test_config};
 
 fn js(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("js")
+        .join(name)
 }
 
 fn artifacts() -> PathBuf {
@@ -88,7 +90,12 @@ fn two_browsers_connect_relay_only_over_turn_udp_and_media_flows() {
     let shot = artifacts().join("demo-call-udp.png");
     let r = place_call(
         &ports,
-        &["--expect-relay-protocol", "udp", "--screenshot", &shot.to_string_lossy()],
+        &[
+            "--expect-relay-protocol",
+            "udp",
+            "--screenshot",
+            &shot.to_string_lossy(),
+        ],
     );
     assert_relayed(&r, "udp", &relay, &signaling);
     assert!(shot.is_file(), "screenshot written");
@@ -100,11 +107,18 @@ fn a_call_with_credentials_the_relay_does_not_accept_never_connects() {
     // 401 to every Allocate, so no relay candidate exists and the relay-only call must fail.
     let ports = Ports::new();
     let relay_cfg = test_config(&ports, "");
-    let signaling_cfg = relay_cfg.replace(switchboard_tests::TEST_SECRET, "a-different-secret-0123456789");
+    let signaling_cfg = relay_cfg.replace(
+        switchboard_tests::TEST_SECRET,
+        "a-different-secret-0123456789",
+    );
     let _relay = Service::start("switchboard-relay", &relay_cfg);
     let _signaling = Service::start("switchboard-signaling", &signaling_cfg);
     let r = place_call(&ports, &["--timeout-ms", "15000"]);
-    assert!(!r.ok, "call must not connect with bad credentials: {}", r.json);
+    assert!(
+        !r.ok,
+        "call must not connect with bad credentials: {}",
+        r.json
+    );
 }
 
 #[test]
@@ -113,5 +127,9 @@ fn a_call_with_the_relay_down_never_connects() {
     let config = test_config(&ports, "");
     let _signaling = Service::start("switchboard-signaling", &config);
     let r = place_call(&ports, &["--timeout-ms", "15000"]);
-    assert!(!r.ok, "relay-only call must not connect without a relay: {}", r.json);
+    assert!(
+        !r.ok,
+        "relay-only call must not connect without a relay: {}",
+        r.json
+    );
 }

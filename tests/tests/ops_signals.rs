@@ -13,8 +13,13 @@ const STOP_BOUND: Duration = Duration::from_secs(15);
 
 fn http_get(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect on first try");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");
     out
@@ -22,13 +27,16 @@ fn http_get(port: u16, path: &str) -> String {
 
 fn stun_binding(port: u16) -> Vec<u8> {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     // RFC 8489 section 5: Binding request, no attributes, magic cookie, transaction id.
     let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
     req.extend_from_slice(b"switchboard!");
     sock.send_to(&req, ("127.0.0.1", port)).expect("send");
     let mut buf = [0u8; 1500];
-    let (n, _) = sock.recv_from(&mut buf).expect("binding response on the first try");
+    let (n, _) = sock
+        .recv_from(&mut buf)
+        .expect("binding response on the first try");
     buf[..n].to_vec()
 }
 
@@ -66,17 +74,24 @@ fn sigterm_stops_signaling_with_exit_0_and_clients_see_a_server_disconnect() {
         .expect("node");
     let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
     let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    assert!(first.contains("\"connect\""), "client did not connect: {first}");
+    assert!(
+        first.contains("\"connect\""),
+        "client did not connect: {first}"
+    );
 
     svc.signal("TERM");
-    svc.wait_notify("STOPPING=1", STOP_BOUND).expect("STOPPING=1 sent");
+    svc.wait_notify("STOPPING=1", STOP_BOUND)
+        .expect("STOPPING=1 sent");
     let status = svc.wait_exit(STOP_BOUND).expect("exits within the bound");
     assert_eq!(status.code(), Some(0), "{}", svc.logs());
 
     let second = lines.next().and_then(Result::ok).unwrap_or_default();
     // "io server disconnect": the server closed the session on purpose (io.close()), as
     // opposed to "transport close" from a dropped TCP connection.
-    assert!(second.contains("io server disconnect"), "client saw: {second}");
+    assert!(
+        second.contains("io server disconnect"),
+        "client saw: {second}"
+    );
     let _ = client.wait();
 }
 
@@ -86,7 +101,8 @@ fn sigterm_stops_the_relay_with_exit_0() {
     let mut svc = Service::start("switchboard-relay", &test_config(&ports, ""));
     assert_eq!(&stun_binding(ports.relay)[..2], &[0x01, 0x01]);
     svc.signal("TERM");
-    svc.wait_notify("STOPPING=1", STOP_BOUND).expect("STOPPING=1 sent");
+    svc.wait_notify("STOPPING=1", STOP_BOUND)
+        .expect("STOPPING=1 sent");
     let status = svc.wait_exit(STOP_BOUND).expect("exits within the bound");
     assert_eq!(status.code(), Some(0), "{}", svc.logs());
 }

@@ -24,7 +24,10 @@ fn installed_copy() -> tempfile::TempDir {
     }
     for unit in UNITS {
         let text = std::fs::read_to_string(units_dir().join(unit)).expect("unit");
-        assert!(text.contains("ExecStart=/usr/local/bin/"), "{unit} names /usr/local/bin");
+        assert!(
+            text.contains("ExecStart=/usr/local/bin/"),
+            "{unit} names /usr/local/bin"
+        );
         let text = text.replace("/usr/local/bin/", &format!("{}/", prefix.display()));
         std::fs::write(dir.path().join(unit), text).expect("write unit");
     }
