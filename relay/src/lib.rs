@@ -1,5 +1,10 @@
-//! Switchboard relay: STUN/TURN over UDP, TCP and TLS
-//! on the webrtc-rs turn crate.
+//! Switchboard relay: STUN/TURN over UDP on the webrtc-rs `turn` crate, with our layer in
+//! front for credentials, peer policy, quotas, nonces, metrics and a fast data path.
+
+pub mod auth;
+pub mod nonce;
+pub mod policy;
+pub mod quota;
 
 use switchboard_config::Config;
 
