@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use stun::integrity::MessageIntegrity;
 use stun::message::Message;
 use switchboard_config::Secrets;
-use switchboard_config::credentials::{VerifyError, check_expiry, password_for};
+use switchboard_config::credentials::{VerifyError, parse_username, password_for};
 use turn::auth::{AuthHandler, generate_auth_key};
 
 /// Most usernames kept in the key cache.
@@ -26,6 +26,20 @@ pub fn long_term_key(secret: &SecretString, username: &str, realm: &str) -> Vec<
     generate_auth_key(username, realm, &password_for(secret, username))
 }
 
+/// Splits a REST username into (expiry, user id). Besides SPEC's `"{expiry}:{user}"`, a
+/// bare `"{expiry}"` is accepted (its user id is the whole username): coturn accepts it and
+/// `turnutils_uclient -W` without `-u` sends it.
+pub fn split_username(username: &str) -> Result<(u64, &str), VerifyError> {
+    if !username.contains(':')
+        && !username.is_empty()
+        && username.bytes().all(|b| b.is_ascii_digit())
+    {
+        let expiry = username.parse().map_err(|_| VerifyError::Malformed)?;
+        return Ok((expiry, username));
+    }
+    parse_username(username)
+}
+
 /// Verifies the MESSAGE-INTEGRITY of `m` for `username` against every secret at
 /// `now_unix`; returns the matching long-term key.
 pub fn verify_message(
@@ -35,7 +49,10 @@ pub fn verify_message(
     realm: &str,
     now_unix: u64,
 ) -> Result<Vec<u8>, VerifyError> {
-    check_expiry(username, now_unix)?;
+    let (expiry, _) = split_username(username)?;
+    if expiry <= now_unix {
+        return Err(VerifyError::Expired);
+    }
     let mut found = None;
     for secret in secrets {
         let key = long_term_key(secret, username, realm);
@@ -205,6 +222,19 @@ mod tests {
             verify_message(&forged, &[s("k")], &c.username, "r", 1000),
             Err(VerifyError::BadPassword)
         );
+    }
+
+    #[test]
+    fn a_bare_expiry_username_is_accepted_like_coturn_does() {
+        assert_eq!(
+            split_username("1700000000"),
+            Ok((1_700_000_000, "1700000000"))
+        );
+        assert_eq!(split_username("1700000000:bob"), Ok((1_700_000_000, "bob")));
+        assert_eq!(split_username("bob"), Err(VerifyError::Malformed));
+        let username = "2000";
+        let m = signed(username, &password_for(&s("k"), username));
+        assert!(verify_message(&m, &[s("k")], username, "r", 1000).is_ok());
     }
 
     #[test]

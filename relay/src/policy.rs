@@ -90,9 +90,17 @@ impl PeerPolicy {
 
     /// Checks a peer transport address (RFC 8656 section 9: the server MAY refuse a
     /// CreatePermission/ChannelBind for a peer it will not relay to, with 403).
-    pub fn check(&self, peer: SocketAddr) -> Result<(), Denied> {
+    ///
+    /// `live_relay_port`: whether `peer.port()` is one of this relay's live relayed sockets.
+    /// Two clients of the same relay reach each other through their relayed addresses
+    /// (`relay_ip`/`external_ip`), which is ordinary TURN; every other port on those
+    /// addresses is refused unless allowed, and the listening addresses always are.
+    pub fn check(&self, peer: SocketAddr, live_relay_port: bool) -> Result<(), Denied> {
         if self.is_own_listener(peer) {
             return Err(Denied::OwnAddress);
+        }
+        if live_relay_port && self.is_own_ip(peer.ip()) {
+            return Ok(());
         }
         self.check_ip(peer.ip())
     }
@@ -103,6 +111,9 @@ impl PeerPolicy {
         let ip = canonical(ip);
         if self.allowed.iter().any(|n| n.contains(&ip)) {
             return Ok(());
+        }
+        if self.is_own_ip(ip) {
+            return Err(Denied::OwnAddress);
         }
         if self.denied.iter().any(|n| n.contains(&ip)) {
             return Err(Denied::Configured);
@@ -129,8 +140,8 @@ impl PeerPolicy {
         })
     }
 
-    /// `relay_ip`/`external_ip`: the caller denies these with the ports of live relayed
-    /// sockets.
+    /// Whether `ip` is `relay_ip` or `external_ip` (an unspecified `relay_ip` counts as
+    /// loopback).
     #[must_use]
     pub fn is_own_ip(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);

@@ -135,12 +135,15 @@ fn the_relays_own_listening_address_is_denied_even_when_allowed() {
         vec![listen],
         vec![ip("127.0.0.1")],
     );
-    assert_eq!(p.check(listen), Err(Denied::OwnAddress));
+    assert_eq!(p.check(listen, false), Err(Denied::OwnAddress));
     assert_eq!(
-        p.check("[::ffff:127.0.0.1]:3478".parse().expect("addr")),
+        p.check("[::ffff:127.0.0.1]:3478".parse().expect("addr"), false),
         Err(Denied::OwnAddress)
     );
-    assert_eq!(p.check("127.0.0.1:5000".parse().expect("addr")), Ok(()));
+    assert_eq!(
+        p.check("127.0.0.1:5000".parse().expect("addr"), false),
+        Ok(())
+    );
     assert!(p.is_own_ip(ip("127.0.0.1")));
 }
 
@@ -153,12 +156,29 @@ fn an_unspecified_listener_denies_its_port_on_loopback_and_external_ip() {
         vec![ip("198.51.100.7")],
     );
     assert_eq!(
-        p.check("198.51.100.7:3478".parse().expect("addr")),
+        p.check("198.51.100.7:3478".parse().expect("addr"), true),
         Err(Denied::OwnAddress)
     );
     assert_eq!(
-        p.check("127.0.0.1:3478".parse().expect("addr")),
+        p.check("127.0.0.1:3478".parse().expect("addr"), false),
         Err(Denied::OwnAddress)
     );
-    assert_eq!(p.check("8.8.8.8:3478".parse().expect("addr")), Ok(()));
+    assert_eq!(
+        p.check("8.8.8.8:3478".parse().expect("addr"), false),
+        Ok(())
+    );
+}
+
+#[test]
+fn the_relays_own_ip_is_denied_except_for_its_live_relayed_ports() {
+    let p = PeerPolicy::new(vec![], vec![], vec![], vec![ip("198.51.100.7")]);
+    let own_relayed: SocketAddr = "198.51.100.7:50000".parse().expect("addr");
+    // Another client's relayed address on this relay: ordinary client-to-client TURN.
+    assert_eq!(p.check(own_relayed, true), Ok(()));
+    // Anything else on the relay host's address is refused.
+    let p = PeerPolicy::new(vec![], vec![], vec![], vec![ip("8.8.8.8")]);
+    assert_eq!(
+        p.check("8.8.8.8:22".parse().expect("addr"), false),
+        Err(Denied::OwnAddress)
+    );
 }
