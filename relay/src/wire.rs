@@ -52,8 +52,9 @@ pub fn looks_like_channel_data(packet: &[u8]) -> bool {
 }
 
 /// Every XOR-PEER-ADDRESS of `m` (the crate installs only the first; we check all).
-/// `Err` if one is malformed.
-pub fn peer_addresses(m: &Message) -> Result<Vec<SocketAddr>, ()> {
+/// `None` if one is malformed.
+#[must_use]
+pub fn peer_addresses(m: &Message) -> Option<Vec<SocketAddr>> {
     m.attributes
         .0
         .iter()
@@ -69,13 +70,13 @@ pub fn relayed_address(m: &Message) -> Option<SocketAddr> {
         .0
         .iter()
         .find(|a| a.typ == ATTR_XOR_RELAYED_ADDRESS)
-        .and_then(|a| decode_xor_address(&a.value, &m.transaction_id.0).ok())
+        .and_then(|a| decode_xor_address(&a.value, &m.transaction_id.0))
 }
 
 /// RFC 8489 section 14.2.
-fn decode_xor_address(v: &[u8], tid: &[u8; 12]) -> Result<SocketAddr, ()> {
+fn decode_xor_address(v: &[u8], tid: &[u8; 12]) -> Option<SocketAddr> {
     if v.len() < 4 {
-        return Err(());
+        return None;
     }
     let cookie = MAGIC_COOKIE.to_be_bytes();
     let port = u16::from_be_bytes([v[2], v[3]]) ^ (MAGIC_COOKIE >> 16) as u16;
@@ -85,7 +86,7 @@ fn decode_xor_address(v: &[u8], tid: &[u8; 12]) -> Result<SocketAddr, ()> {
             for i in 0..4 {
                 o[i] = v[4 + i] ^ cookie[i];
             }
-            Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(o)), port))
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(o)), port))
         }
         (2, 20) => {
             let mut key = [0u8; 16];
@@ -95,9 +96,9 @@ fn decode_xor_address(v: &[u8], tid: &[u8; 12]) -> Result<SocketAddr, ()> {
             for i in 0..16 {
                 o[i] = v[4 + i] ^ key[i];
             }
-            Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), port))
+            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), port))
         }
-        _ => Err(()),
+        _ => None,
     }
 }
 

@@ -39,7 +39,9 @@ fn a_request_without_credentials_gets_401_with_a_nonce() {
     let mut c = RawClient::new(relay_addr(&ports), &credential(TEST_SECRET, "alice"));
     match c.unsigned(
         METHOD_ALLOCATE,
-        vec![Box::new(RequestedTransport { protocol: PROTO_UDP })],
+        vec![Box::new(RequestedTransport {
+            protocol: PROTO_UDP,
+        })],
     ) {
         Reply::Err(401, Some(nonce)) => assert!(!nonce.is_empty()),
         other => panic!("expected 401 with a nonce, got {other:?}"),
@@ -47,7 +49,11 @@ fn a_request_without_credentials_gets_401_with_a_nonce() {
 }
 
 fn assert_401(reply: Result<std::net::SocketAddr, u16>, what: &str) {
-    assert_eq!(reply, Err(401), "{what} must get 401 (SPEC section 2: never 400)");
+    assert_eq!(
+        reply,
+        Err(401),
+        "{what} must get 401 (SPEC section 2: never 400)"
+    );
 }
 
 /// SPEC section 2: a bad or expired credential gets 401 with a fresh NONCE; never 400.
@@ -63,10 +69,16 @@ fn expired_wrong_secret_and_tampered_credentials_get_401_not_400() {
         Duration::from_secs(60),
         relay_support::now_unix() - 3600,
     );
-    assert_401(RawClient::new(server, &expired).allocate(), "an expired credential");
+    assert_401(
+        RawClient::new(server, &expired).allocate(),
+        "an expired credential",
+    );
 
     let wrong = credential("some-other-secret-entirely", "alice");
-    assert_401(RawClient::new(server, &wrong).allocate(), "a wrong-secret credential");
+    assert_401(
+        RawClient::new(server, &wrong).allocate(),
+        "a wrong-secret credential",
+    );
 
     let good = credential(TEST_SECRET, "alice");
     let longer = good.username.replacen(':', "9:", 1);
@@ -108,7 +120,8 @@ fn sighup_rotation_accepts_listed_old_secrets_and_refuses_removed_ones() {
 
     // An allocation made with the old secret, with a loopback peer to prove it relays.
     let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer");
-    peer.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    peer.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
     let peer_addr = peer.local_addr().expect("addr");
     let mut kept = RawClient::new(server, &credential(old, "kept"));
     kept.allocate().expect("old-secret allocation");
@@ -122,8 +135,16 @@ fn sighup_rotation_accepts_listed_old_secrets_and_refuses_removed_ones() {
         .matches("Configuration reloaded")
         .count()
         == 1));
-    assert!(RawClient::new(server, &credential(new, "a")).allocate().is_ok());
-    assert!(RawClient::new(server, &credential(old, "b")).allocate().is_ok());
+    assert!(
+        RawClient::new(server, &credential(new, "a"))
+            .allocate()
+            .is_ok()
+    );
+    assert!(
+        RawClient::new(server, &credential(old, "b"))
+            .allocate()
+            .is_ok()
+    );
 
     // Step 2: the old secret is removed.
     write_secrets(&relay, &ports, &[new]);
@@ -137,7 +158,11 @@ fn sighup_rotation_accepts_listed_old_secrets_and_refuses_removed_ones() {
         RawClient::new(server, &credential(old, "c")).allocate(),
         Err(401)
     );
-    assert!(RawClient::new(server, &credential(new, "d")).allocate().is_ok());
+    assert!(
+        RawClient::new(server, &credential(new, "d"))
+            .allocate()
+            .is_ok()
+    );
 
     // The allocation made before the rotation still relays.
     kept.send_indication(peer_addr, b"still here");

@@ -15,7 +15,12 @@ use webrtc_util::Conn;
 fn start(ports: &Ports) -> Service {
     Service::start(
         "switchboard-relay",
-        &relay_config(ports, &["127.0.0.0/8"], &[], "max_allocations_per_user = 100"),
+        &relay_config(
+            ports,
+            &["127.0.0.0/8"],
+            &[],
+            "max_allocations_per_user = 100",
+        ),
     )
 }
 
@@ -53,7 +58,9 @@ fn uclient_client_to_client_over_channels_loses_nothing() {
     let _relay = start(&ports);
     let r = uclient(
         &ports,
-        &["-y", "-c", "-m", "4", "-n", "200", "-l", "170", "-z", "5", "-u", "alice"],
+        &[
+            "-y", "-c", "-m", "4", "-n", "200", "-l", "170", "-z", "5", "-u", "alice",
+        ],
     );
     assert_lossless(r, 4 * 200);
 }
@@ -72,7 +79,20 @@ fn uclient_towards_turnutils_peer_loses_nothing_with_channels_and_send_indicatio
         .spawn()
         .expect("start turnutils_peer");
     let port = peer_port.to_string();
-    let base = ["-c", "-m", "3", "-n", "200", "-l", "170", "-z", "5", "-e", "127.0.0.1", "-r"];
+    let base = [
+        "-c",
+        "-m",
+        "3",
+        "-n",
+        "200",
+        "-l",
+        "170",
+        "-z",
+        "5",
+        "-e",
+        "127.0.0.1",
+        "-r",
+    ];
     let mut channels = base.to_vec();
     channels.push(&port);
     let r1 = uclient(&ports, &channels);
@@ -94,7 +114,9 @@ fn the_turn_crate_client_allocates_and_exchanges_data_with_a_loopback_peer() {
     rt.block_on(async {
         let cred = credential(TEST_SECRET, "crate-client");
         let server = format!("127.0.0.1:{}", ports.relay);
-        let conn = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let conn = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let client = turn::client::Client::new(turn::client::ClientConfig {
             stun_serv_addr: server.clone(),
             turn_serv_addr: server,
@@ -112,7 +134,9 @@ fn the_turn_crate_client_allocates_and_exchanges_data_with_a_loopback_peer() {
         let relay_conn = client.allocate().await.expect("allocate");
         let relayed = relay_conn.local_addr().expect("relayed address");
 
-        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("peer");
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("peer");
         let peer_addr = peer.local_addr().expect("addr");
         let mut buf = vec![0u8; 1500];
         for i in 0..20u8 {
@@ -128,10 +152,11 @@ fn the_turn_crate_client_allocates_and_exchanges_data_with_a_loopback_peer() {
             assert_eq!(&buf[..n], &[i; 100]);
             assert_eq!(from, relayed);
             peer.send_to(&[i ^ 0xff; 80], relayed).await.expect("reply");
-            let (n, from) = tokio::time::timeout(Duration::from_secs(5), relay_conn.recv_from(&mut buf))
-                .await
-                .expect("client receives in time")
-                .expect("recv");
+            let (n, from) =
+                tokio::time::timeout(Duration::from_secs(5), relay_conn.recv_from(&mut buf))
+                    .await
+                    .expect("client receives in time")
+                    .expect("recv");
             assert_eq!(&buf[..n], &[i ^ 0xff; 80]);
             assert_eq!(from, peer_addr);
         }

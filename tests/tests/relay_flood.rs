@@ -28,7 +28,9 @@ fn allocate_request() -> Vec<u8> {
     let setters: Vec<Box<dyn Setter>> = vec![
         Box::new(TransactionId::new()),
         Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
-        Box::new(RequestedTransport { protocol: PROTO_UDP }),
+        Box::new(RequestedTransport {
+            protocol: PROTO_UDP,
+        }),
     ];
     m.build(&setters).expect("build");
     m.raw
@@ -50,7 +52,9 @@ fn a_flood_of_unauthenticated_allocates_keeps_rss_bounded_and_service_up() {
     let mut sockets = Vec::new();
     for ip in 1..=SOURCE_IPS {
         for _ in 0..PORTS_PER_IP {
-            sockets.push(UdpSocket::bind(("127.0.1.".to_owned() + &ip.to_string(), 0)).expect("bind source"));
+            sockets.push(
+                UdpSocket::bind(("127.0.1.".to_owned() + &ip.to_string(), 0)).expect("bind source"),
+            );
         }
     }
     // Requests carry fresh transaction ids; the relay answers some and drops the rest.
@@ -64,8 +68,10 @@ fn a_flood_of_unauthenticated_allocates_keeps_rss_bounded_and_service_up() {
 
     // The relay has processed the flood once its counters stop moving; then measure.
     let counted = |m: &str| {
-        sample(m, "switchboard_relay_auth_failures_total{reason=\"missing\"}")
-            + sample(m, "switchboard_relay_rate_limited_total")
+        sample(
+            m,
+            "switchboard_relay_auth_failures_total{reason=\"missing\"}",
+        ) + sample(m, "switchboard_relay_rate_limited_total")
     };
     let mut last = -1.0;
     for _ in 0..100 {
@@ -83,7 +89,10 @@ fn a_flood_of_unauthenticated_allocates_keeps_rss_bounded_and_service_up() {
         "flood: {FLOOD} sent, {seen} processed by the relay ({} rate-limited); RSS {before} KiB -> {after} KiB",
         sample(&metrics, "switchboard_relay_rate_limited_total")
     );
-    assert!(seen > (FLOOD / 10) as f64, "the flood reached the relay: {seen}");
+    assert!(
+        seen > (FLOOD / 10) as f64,
+        "the flood reached the relay: {seen}"
+    );
     assert!(sample(&metrics, "switchboard_relay_rate_limited_total") > 0.0);
     assert!(
         after <= before + MAX_GROWTH_KIB,

@@ -39,22 +39,40 @@ fn the_n_plus_first_allocation_of_a_user_gets_486_and_metrics_count_it_all() {
         relay_support::now_unix() - 100,
     );
     assert_eq!(RawClient::new(server, &expired).allocate(), Err(401));
-    assert_eq!(bob.create_permission(&["10.0.0.1:80".parse().expect("addr")]), 403);
+    assert_eq!(
+        bob.create_permission(&["10.0.0.1:80".parse().expect("addr")]),
+        403
+    );
 
     let m = scrape(&ports);
     assert_eq!(sample(&m, "switchboard_relay_allocations"), 3.0, "{m}");
-    assert_eq!(sample(&m, "switchboard_relay_allocations_created_total"), 4.0, "{m}");
     assert_eq!(
-        sample(&m, "switchboard_relay_quota_rejections_total{scope=\"user\"}"),
+        sample(&m, "switchboard_relay_allocations_created_total"),
+        4.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "switchboard_relay_quota_rejections_total{scope=\"user\"}"
+        ),
         1.0,
         "{m}"
     );
     assert_eq!(
-        sample(&m, "switchboard_relay_auth_failures_total{reason=\"expired\"}"),
+        sample(
+            &m,
+            "switchboard_relay_auth_failures_total{reason=\"expired\"}"
+        ),
         1.0,
         "{m}"
     );
-    assert!(sample(&m, "switchboard_relay_auth_failures_total{reason=\"missing\"}") >= 6.0);
+    assert!(
+        sample(
+            &m,
+            "switchboard_relay_auth_failures_total{reason=\"missing\"}"
+        ) >= 6.0
+    );
     assert_eq!(
         sample(
             &m,
@@ -63,7 +81,10 @@ fn the_n_plus_first_allocation_of_a_user_gets_486_and_metrics_count_it_all() {
         1.0,
         "{m}"
     );
-    assert!(!m.contains("alice") && !m.contains("bob"), "no per-user labels");
+    assert!(
+        !m.contains("alice") && !m.contains("bob"),
+        "no per-user labels"
+    );
     drop(relay);
 }
 
@@ -81,6 +102,8 @@ fn health_answers_and_sigterm_stops_with_exit_0_after_stopping() {
     relay
         .wait_notify("STOPPING=1", Duration::from_secs(10))
         .expect("STOPPING=1");
-    let status = relay.wait_exit(Duration::from_secs(10)).expect("exit in time");
+    let status = relay
+        .wait_exit(Duration::from_secs(10))
+        .expect("exit in time");
     assert!(status.success(), "{status}");
 }

@@ -51,7 +51,11 @@ fn create_permission_and_channel_bind_to_denied_peers_get_403_and_nothing_arrive
             "CreatePermission to {target}"
         );
         let channel = 0x4000 + i as u16;
-        assert_eq!(a.channel_bind(channel, target), 403, "ChannelBind to {target}");
+        assert_eq!(
+            a.channel_bind(channel, target),
+            403,
+            "ChannelBind to {target}"
+        );
         // The crate installs only the first XOR-PEER-ADDRESS; we refuse the whole
         // request when any of them is denied.
         assert_eq!(
@@ -99,8 +103,10 @@ fn create_permission_and_channel_bind_to_denied_peers_get_403_and_nothing_arrive
         ) >= n
     );
     assert!(
-        relay_support::sample(&metrics, "switchboard_relay_denied_peers_total{request=\"send\"}")
-            >= n
+        relay_support::sample(
+            &metrics,
+            "switchboard_relay_denied_peers_total{request=\"send\"}"
+        ) >= n
     );
     drop(relay);
 }
@@ -113,7 +119,8 @@ fn with_loopback_in_allowed_peers_loopback_relaying_works_both_ways() {
         &relay_config(&ports, &["127.0.0.0/8"], &[], ""),
     );
     let peer = UdpSocket::bind("127.0.0.1:0").expect("peer");
-    peer.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    peer.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let peer_addr = peer.local_addr().expect("addr");
     let mut c = RawClient::new(relay_addr(&ports), &credential(TEST_SECRET, "c"));
     let relayed = c.allocate().expect("allocate");

@@ -15,8 +15,8 @@ use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
 use stun::message::{
     CLASS_ERROR_RESPONSE, CLASS_INDICATION, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, Getter,
-    METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH,
-    METHOD_SEND, Message, MessageType, Method, Setter,
+    METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH, METHOD_SEND,
+    Message, MessageType, Method, Setter,
 };
 use stun::textattrs::TextAttribute;
 use switchboard_config::credentials::{Credential, mint};
@@ -139,14 +139,23 @@ impl RawClient {
         }
     }
 
-    fn build(&self, method: Method, class: stun::message::MessageClass, mut attrs: Vec<Box<dyn Setter>>, sign: bool) -> Message {
+    fn build(
+        &self,
+        method: Method,
+        class: stun::message::MessageClass,
+        mut attrs: Vec<Box<dyn Setter>>,
+        sign: bool,
+    ) -> Message {
         let mut setters: Vec<Box<dyn Setter>> = vec![
             Box::new(TransactionId::new()),
             Box::new(MessageType::new(method, class)),
         ];
         setters.append(&mut attrs);
         if sign {
-            setters.push(Box::new(TextAttribute::new(ATTR_USERNAME, self.username.clone())));
+            setters.push(Box::new(TextAttribute::new(
+                ATTR_USERNAME,
+                self.username.clone(),
+            )));
             setters.push(Box::new(TextAttribute::new(ATTR_REALM, REALM.into())));
             setters.push(Box::new(TextAttribute::new(
                 ATTR_NONCE,
@@ -227,7 +236,9 @@ impl RawClient {
     /// RFC 8656 section 7.1: Allocate; returns the relayed address.
     pub fn allocate(&mut self) -> Result<SocketAddr, u16> {
         match self.signed(METHOD_ALLOCATE, || {
-            vec![Box::new(RequestedTransport { protocol: PROTO_UDP })]
+            vec![Box::new(RequestedTransport {
+                protocol: PROTO_UDP,
+            })]
         }) {
             Reply::Ok(m) => {
                 let mut r = RelayedAddress::default();
@@ -250,7 +261,12 @@ impl RawClient {
         self.signed(METHOD_CREATE_PERMISSION, || {
             peers
                 .iter()
-                .map(|p| Box::new(PeerAddress { ip: p.ip(), port: p.port() }) as Box<dyn Setter>)
+                .map(|p| {
+                    Box::new(PeerAddress {
+                        ip: p.ip(),
+                        port: p.port(),
+                    }) as Box<dyn Setter>
+                })
                 .collect()
         })
         .code()
