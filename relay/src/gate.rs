@@ -425,3 +425,6 @@ fn data_bounds(m: &Message) -> Option<(usize, usize)> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests;
