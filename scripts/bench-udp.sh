@@ -27,12 +27,22 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
-wait_udp() { # wait until the server answers a STUN binding (bounded)
-  for _ in $(seq 1 100); do
-    if timeout 2 turnutils_uclient -n 1 -m 1 -y -c -W "$SECRET" -u probe -p "$1" 127.0.0.1 >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  echo "server on port $1 did not come up" >&2; return 1
+wait_udp() { # wait until the server answers a STUN Binding request (bounded: 10 s)
+  python3 - "$1" <<'PY'
+import os, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.2)
+req = bytes.fromhex("00010000") + (0x2112A442).to_bytes(4, "big") + os.urandom(12)
+deadline = time.time() + 10
+while time.time() < deadline:
+    s.sendto(req, ("127.0.0.1", int(sys.argv[1])))
+    try:
+        if s.recv(2048)[8:20] == req[8:20]:
+            sys.exit(0)
+    except OSError:
+        pass
+sys.exit("server on port %s did not come up" % sys.argv[1])
+PY
 }
 
 start_coturn() { # port

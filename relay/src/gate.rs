@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use stun::attributes::{
     ATTR_CHANNEL_NUMBER, ATTR_DATA, ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM, ATTR_USERNAME,
@@ -39,8 +39,6 @@ mod outbound;
 /// Where our synthetic request to the crate "comes from" (TEST-NET-1, never a client).
 pub const SYNTHETIC_CLIENT: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 0)), 9);
-/// The crate forgets its nonces after an hour; we fetch a new one well before.
-const CRATE_NONCE_REFRESH: Duration = Duration::from_secs(30 * 60);
 /// Most request transactions we follow at once.
 const PENDING_CAP: usize = 65_536;
 /// Most source addresses the unauthenticated-request limiter remembers.

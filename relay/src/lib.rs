@@ -108,12 +108,16 @@ pub async fn run_with(
     Ok(())
 }
 
-/// Binds every `listen_udp` address (with SO_REUSEPORT, one socket per core up to 4, so
-/// the kernel spreads clients over several tasks) and `metrics_listen`.
+/// Binds every `listen_udp` address and `metrics_listen`. Each UDP address gets several
+/// SO_REUSEPORT sockets (twice the cores, 4 to 8): the kernel spreads clients over them by
+/// address hash, so bursts spread over several receive queues and tasks. Measured with
+/// `scripts/bench-udp.sh`: with 2 sockets the listener queues overflowed under the heavy
+/// load; with 4 or more they did not.
 pub fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
     let per_addr = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
-        .clamp(1, 4);
+        .saturating_mul(2)
+        .clamp(4, 8);
     let mut udp = Vec::new();
     for addr in &cfg.relay.listen_udp {
         let first = conn::bind_udp(*addr, true)

@@ -11,22 +11,18 @@ use stun::message::{
     CLASS_ERROR_RESPONSE, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, METHOD_ALLOCATE, Message,
 };
 
-use super::{CRATE_NONCE_REFRESH, Gate, Outbound, Pending, SYNTHETIC_CLIENT, lock};
+use super::{Gate, Outbound, Pending, SYNTHETIC_CLIENT, lock};
 use crate::tables::{AllocState, RelaySlot};
 use crate::transport::ClientTransport;
 use crate::wire;
 
 impl Gate {
     /// Whether the I/O layer should hand the crate our synthetic unauthenticated request
-    /// now (to learn a fresh crate nonce). Claims the injection when it answers `true`.
+    /// now (to learn the crate's nonce: at start-up only, afterwards the crate's own 438
+    /// for its expired nonce carries the next one). Claims the injection when `true`.
     pub fn begin_injection(&self, now: Instant) -> bool {
-        let fresh = self
-            .crate_nonce
-            .read()
-            .ok()
-            .and_then(|g| g.as_ref().map(|(_, at)| now.saturating_duration_since(*at)))
-            .is_some_and(|age| age < CRATE_NONCE_REFRESH);
-        if fresh {
+        let known = self.crate_nonce.read().ok().is_some_and(|g| g.is_some());
+        if known {
             return false;
         }
         let mut since = lock(&self.injecting_since);
@@ -79,9 +75,11 @@ impl Gate {
             }
             let code = wire::error_code(&m);
             if matches!(code, Some(401 | 438)) {
-                // The crate's nonce went stale: fetch a new one, and give the client ours.
+                // The crate's nonce expired (after an hour): it removed it from its table
+                // and put this new one in, so its table stays at about one entry. Use the
+                // new one from now on, and give the client our own nonce to retry with.
                 if let Ok(mut g) = self.crate_nonce.write() {
-                    *g = None;
+                    *g = wire::text(&m, ATTR_NONCE).map(|n| (n, now));
                 }
                 let nonce = self.nonces.issue(client.ip(), unix);
                 return Outbound::Replace(wire::error_response(

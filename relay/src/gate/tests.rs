@@ -217,18 +217,66 @@ fn an_authenticated_allocate_is_handed_to_the_crate_with_the_crate_nonce() {
         .expect("re-signed with the client's key");
 }
 
-/// SPEC section 2: never 400 for credentials; a crate 401/438 becomes our 438 + NONCE.
+/// SPEC section 2: never 400 for credentials; the crate's 438 for its expired nonce becomes
+/// our 438 + NONCE, and the crate's new nonce is used from then on (its table stays small).
 #[test]
-fn a_crate_nonce_challenge_is_replaced_with_ours() {
+fn a_crate_nonce_challenge_is_replaced_with_ours_and_its_new_nonce_adopted() {
     let f = fixture(vec![]);
+    f.teach_crate_nonce();
     let req = decode(&request(METHOD_ALLOCATE, vec![], None));
-    let crate_438 = wire::error_response(&req, 438, Some(("crate-nonce", "r")), None);
+    let crate_438 = wire::error_response(&req, 438, Some(("crate-nonce-2", "r")), None);
     let Outbound::Replace(r) = f.gate.handle_crate_output(&crate_438, f.client, f.t0, NOW) else {
         panic!("expected a replacement");
     };
     let r = decode(&r);
     assert_eq!(wire::error_code(&r), Some(438));
-    assert_ne!(wire::text(&r, ATTR_NONCE).as_deref(), Some("crate-nonce"));
+    let ours = wire::text(&r, ATTR_NONCE).expect("nonce");
+    assert_ne!(ours, "crate-nonce-2");
+    let c = mint(
+        &SecretString::from(SECRET.to_string()),
+        "alice",
+        std::time::Duration::from_secs(600),
+        NOW,
+    );
+    let out = f.client_packet(&request(
+        METHOD_ALLOCATE,
+        vec![Box::new(RequestedTransport {
+            protocol: PROTO_UDP,
+        })],
+        Some((&c.username, &c.password, &ours)),
+    ));
+    let Inbound::ToCrate(bytes) = out else {
+        panic!("expected the crate to get it: {out:?}");
+    };
+    assert_eq!(
+        wire::text(&decode(&bytes), ATTR_NONCE).as_deref(),
+        Some("crate-nonce-2")
+    );
+}
+
+#[tokio::test]
+async fn the_bitrate_limit_drops_what_exceeds_the_budget() {
+    let socket = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+    );
+    let t0 = Instant::now();
+    let transport: Arc<dyn ClientTransport> =
+        Arc::new(FakeTransport("127.0.0.1:3478".parse().expect("addr")));
+    let alloc = AllocState::new(
+        "198.51.100.1:1".parse().expect("addr"),
+        transport,
+        socket,
+        "u".into(),
+        Some(4000),
+        t0,
+    );
+    // Burst: a quarter second of traffic, at least one full datagram.
+    assert!(alloc.within_bitrate(1500, t0));
+    assert!(!alloc.within_bitrate(100, t0));
+    assert!(alloc.within_bitrate(300, t0 + std::time::Duration::from_millis(100)));
+    assert!(!alloc.within_bitrate(300, t0 + std::time::Duration::from_millis(100)));
 }
 
 /// RFC 8656 section 9.1 + SPEC section 3: any denied XOR-PEER-ADDRESS refuses the whole

@@ -127,7 +127,12 @@ impl RawClient {
 
     #[must_use]
     pub fn with(server: SocketAddr, username: &str, password: &str) -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+        let local = if server.is_ipv6() {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        };
+        let sock = UdpSocket::bind(local).expect("bind client");
         sock.set_read_timeout(Some(Duration::from_millis(250)))
             .expect("timeout");
         Self {
