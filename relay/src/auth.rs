@@ -90,13 +90,14 @@ impl Credentials {
     }
 
     /// Replaces the secrets (SIGHUP). Credentials of removed secrets stop verifying;
-    /// existing allocations are untouched.
+    /// existing allocations are untouched. The key cache is kept: it is consulted only for
+    /// requests our layer has just verified against the current list, and clearing it could
+    /// race with a request in flight.
     pub fn set_secrets(&self, secrets: Secrets) {
         match self.secrets.write() {
             Ok(mut g) => *g = Arc::new(secrets),
             Err(e) => *e.into_inner() = Arc::new(secrets),
         }
-        self.with_keys(HashMap::clear);
     }
 
     fn with_keys<R>(&self, f: impl FnOnce(&mut HashMap<String, (Vec<u8>, u64)>) -> R) -> R {
