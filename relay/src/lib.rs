@@ -37,6 +37,9 @@ use crate::transport::ClientTransport;
 pub struct Listeners {
     /// Client-facing UDP sockets (several per address with SO_REUSEPORT).
     pub udp: Vec<UdpSocket>,
+    /// Other client transports, e.g. a TCP/TLS multiplexer presenting each stream as its
+    /// own client address (issue 3); served exactly like the UDP sockets.
+    pub transports: Vec<Arc<dyn ClientTransport>>,
     /// `/metrics` and `/health`.
     pub metrics: TcpListener,
 }
@@ -66,11 +69,12 @@ pub async fn run_with(
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let transports: Vec<Arc<dyn ClientTransport>> = listeners
+    let mut transports: Vec<Arc<dyn ClientTransport>> = listeners
         .udp
         .into_iter()
         .map(|s| Arc::new(s) as Arc<dyn ClientTransport>)
         .collect();
+    transports.extend(listeners.transports);
     let addrs: Vec<String> = transports
         .iter()
         .filter_map(|t| t.local_addr().ok().map(|a| a.to_string()))
@@ -135,6 +139,7 @@ pub fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
     metrics.set_nonblocking(true)?;
     Ok(Listeners {
         udp,
+        transports: Vec::new(),
         metrics: TcpListener::from_std(metrics)?,
     })
 }
@@ -193,4 +198,48 @@ pub fn main_with(cfg: Config) -> anyhow::Result<()> {
         sig.abort();
         result
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `run` serves on sockets bound to port 0 and returns once `shutdown` resolves.
+    #[tokio::test]
+    async fn run_answers_stun_binding_on_bound_sockets_and_stops_on_shutdown() {
+        let cfg = switchboard_config::load_development(Component::Relay).expect("dev config");
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+        let addr = udp.local_addr().expect("addr");
+        let listeners = Listeners {
+            udp: vec![udp],
+            transports: Vec::new(),
+            metrics: TcpListener::bind("127.0.0.1:0").await.expect("bind tcp"),
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(run(cfg, listeners, async {
+            let _ = stop_rx.await;
+        }));
+
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+        let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        req.extend_from_slice(&[7u8; 12]);
+        let mut buf = [0u8; 256];
+        let mut answered = false;
+        for _ in 0..20 {
+            client.send_to(&req, addr).await.expect("send");
+            if let Ok(Ok((n, _))) = tokio::time::timeout(
+                std::time::Duration::from_millis(250),
+                client.recv_from(&mut buf),
+            )
+            .await
+            {
+                // RFC 8489 section 6.3.1: a Binding success response, same transaction.
+                answered = n >= 20 && buf[..2] == [0x01, 0x01] && buf[8..20] == req[8..20];
+                break;
+            }
+        }
+        assert!(answered, "a Binding success response");
+        let _ = stop_tx.send(());
+        server.await.expect("join").expect("run ends cleanly");
+    }
 }
