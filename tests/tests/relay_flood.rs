@@ -1,4 +1,4 @@
-//! A flood of unauthenticated requests must not grow memory (SPEC section 3): nonces are
+//! A flood of unauthenticated (and forged-credential) requests must not grow memory (SPEC section 3): nonces are
 //! stateless, the per-source limiter's table is capped, and the `turn` crate (whose nonce
 //! table grows on every 401 it sends) never sees them. A legitimate client still
 //! allocates afterwards.
@@ -8,9 +8,14 @@ mod relay_support;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use relay_support::{RawClient, credential, relay_addr, relay_config, rss_kib, sample, scrape};
+use relay_support::{
+    REALM, RawClient, credential, relay_addr, relay_config, rss_kib, sample, scrape,
+};
 use stun::agent::TransactionId;
+use stun::attributes::{ATTR_NONCE, ATTR_REALM, ATTR_USERNAME};
+use stun::integrity::MessageIntegrity;
 use stun::message::{CLASS_REQUEST, METHOD_ALLOCATE, Message, MessageType, Setter};
+use stun::textattrs::TextAttribute;
 use switchboard_tests::{Ports, Service, TEST_SECRET};
 use turn::proto::PROTO_UDP;
 use turn::proto::reqtrans::RequestedTransport;
@@ -23,25 +28,49 @@ const PORTS_PER_IP: usize = 4;
 /// The stated bound on RSS growth.
 const MAX_GROWTH_KIB: u64 = 16 * 1024;
 
-fn allocate_request() -> Vec<u8> {
+/// An Allocate without credentials, or (`forged`) with made-up ones: USERNAME, REALM, a
+/// NONCE we never issued and a MESSAGE-INTEGRITY from a guessed password.
+fn allocate_request(forged: bool) -> Vec<u8> {
     let mut m = Message::new();
-    let setters: Vec<Box<dyn Setter>> = vec![
+    let mut setters: Vec<Box<dyn Setter>> = vec![
         Box::new(TransactionId::new()),
         Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
         Box::new(RequestedTransport {
             protocol: PROTO_UDP,
         }),
     ];
+    if forged {
+        let user = "4102444800:mallory".to_string();
+        setters.push(Box::new(TextAttribute::new(ATTR_USERNAME, user.clone())));
+        setters.push(Box::new(TextAttribute::new(ATTR_REALM, REALM.into())));
+        setters.push(Box::new(TextAttribute::new(ATTR_NONCE, "0".repeat(40))));
+        setters.push(Box::new(MessageIntegrity::new_long_term_integrity(
+            user,
+            REALM.into(),
+            "guess".into(),
+        )));
+    }
     m.build(&setters).expect("build");
     m.raw
 }
 
 #[test]
 fn a_flood_of_unauthenticated_allocates_keeps_rss_bounded_and_service_up() {
+    flood("", true);
+}
+
+/// Without the per-source limit every request is answered with 401 and a stateless nonce:
+/// memory stays bounded by design, not only thanks to the limiter.
+#[test]
+fn with_the_limiter_disabled_every_request_gets_401_and_rss_stays_bounded() {
+    flood("unauth_requests_per_second = 1000000", false);
+}
+
+fn flood(extra: &str, limited: bool) {
     let ports = Ports::new();
     let relay = Service::start(
         "switchboard-relay",
-        &relay_config(&ports, &["127.0.0.0/8"], &[], ""),
+        &relay_config(&ports, &["127.0.0.0/8"], &[], extra),
     );
     let server: SocketAddr = relay_addr(&ports);
     // Warm up: one full allocation so every lazy structure exists before the baseline.
@@ -58,7 +87,7 @@ fn a_flood_of_unauthenticated_allocates_keeps_rss_bounded_and_service_up() {
         }
     }
     // Requests carry fresh transaction ids; the relay answers some and drops the rest.
-    let templates: Vec<Vec<u8>> = (0..64).map(|_| allocate_request()).collect();
+    let templates: Vec<Vec<u8>> = (0..64).map(|i| allocate_request(i % 4 == 0)).collect();
     for i in 0..FLOOD {
         let mut pkt = templates[i % templates.len()].clone();
         pkt[8..12].copy_from_slice(&(i as u32).to_be_bytes());
@@ -71,6 +100,9 @@ fn a_flood_of_unauthenticated_allocates_keeps_rss_bounded_and_service_up() {
         sample(
             m,
             "switchboard_relay_auth_failures_total{reason=\"missing\"}",
+        ) + sample(
+            m,
+            "switchboard_relay_auth_failures_total{reason=\"bad_nonce\"}",
         ) + sample(m, "switchboard_relay_rate_limited_total")
     };
     let mut last = -1.0;
@@ -93,7 +125,11 @@ fn a_flood_of_unauthenticated_allocates_keeps_rss_bounded_and_service_up() {
         seen > (FLOOD / 10) as f64,
         "the flood reached the relay: {seen}"
     );
-    assert!(sample(&metrics, "switchboard_relay_rate_limited_total") > 0.0);
+    assert_eq!(
+        sample(&metrics, "switchboard_relay_rate_limited_total") > 0.0,
+        limited,
+        "{metrics}"
+    );
     assert!(
         after <= before + MAX_GROWTH_KIB,
         "RSS grew from {before} KiB to {after} KiB (bound {MAX_GROWTH_KIB} KiB)"
