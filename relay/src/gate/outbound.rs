@@ -1,0 +1,203 @@
+//! The crate-facing half of the gate: learning the crate's nonce, following the
+//! responses the crate sends (to mirror allocations, permissions and channels into our
+//! tables), and the peer-to-client decisions of the fast path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stun::attributes::ATTR_NONCE;
+use stun::message::{
+    CLASS_ERROR_RESPONSE, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, METHOD_ALLOCATE, Message,
+};
+
+use super::{Gate, Outbound, Pending, SYNTHETIC_CLIENT, lock};
+use crate::tables::{AllocState, RelaySlot};
+use crate::transport::ClientTransport;
+use crate::wire;
+
+impl Gate {
+    /// Whether the I/O layer should hand the crate our synthetic unauthenticated request
+    /// now (to learn the crate's nonce: at start-up only, afterwards the crate's own 438
+    /// for its expired nonce carries the next one). Claims the injection when `true`.
+    pub fn begin_injection(&self, now: Instant) -> bool {
+        let known = self.crate_nonce.read().ok().is_some_and(|g| g.is_some());
+        if known {
+            return false;
+        }
+        let mut since = lock(&self.injecting_since);
+        if since.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(2)) {
+            return false;
+        }
+        *since = Some(now);
+        true
+    }
+
+    /// The synthetic request: an Allocate without credentials, which the crate answers
+    /// with 401 and a nonce of its own.
+    #[must_use]
+    pub fn synthetic_request() -> Vec<u8> {
+        let mut m = Message::new();
+        m.typ = stun::message::MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST);
+        m.transaction_id = stun::agent::TransactionId::new();
+        m.write_header();
+        m.raw
+    }
+
+    /// Classifies one packet the crate sends to `client` on the listener `local`.
+    pub fn handle_crate_output(
+        &self,
+        packet: &[u8],
+        client: SocketAddr,
+        now: Instant,
+        unix: u64,
+    ) -> Outbound {
+        if wire::looks_like_channel_data(packet) {
+            return Outbound::Forward;
+        }
+        let Some(m) = wire::parse(packet) else {
+            return Outbound::Forward;
+        };
+        if client == SYNTHETIC_CLIENT {
+            if let Some(nonce) = wire::text(&m, ATTR_NONCE) {
+                if let Ok(mut g) = self.crate_nonce.write() {
+                    *g = Some((nonce, now));
+                }
+                *lock(&self.injecting_since) = None;
+            }
+            return Outbound::Swallow;
+        }
+        let tid = m.transaction_id.0;
+        let pending = lock(&self.pending).remove(&tid);
+        if m.typ.class == CLASS_ERROR_RESPONSE {
+            if matches!(pending, Some(Pending::Allocate { .. })) {
+                lock(&self.quota).cancel(&tid);
+            }
+            let code = wire::error_code(&m);
+            if matches!(code, Some(401 | 438)) {
+                // The crate's nonce expired (after an hour): it removed it from its table
+                // and put this new one in, so its table stays at about one entry. Use the
+                // new one from now on, and give the client our own nonce to retry with.
+                if let Ok(mut g) = self.crate_nonce.write() {
+                    *g = wire::text(&m, ATTR_NONCE).map(|n| (n, now));
+                }
+                let nonce = self.nonces.issue(client.ip(), unix);
+                return Outbound::Replace(wire::error_response(
+                    &m,
+                    438,
+                    Some((&nonce, &self.cfg.realm)),
+                    None,
+                ));
+            }
+            return Outbound::Forward;
+        }
+        if m.typ.class == CLASS_SUCCESS_RESPONSE {
+            match pending {
+                Some(Pending::Allocate {
+                    transport,
+                    client,
+                    credential,
+                    ..
+                }) => self.allocated(&m, tid, transport, client, credential, now),
+                Some(Pending::Permission { alloc, peers, .. }) => {
+                    for p in &peers {
+                        alloc.add_permission(p.ip(), now);
+                    }
+                    self.metrics.permissions_created.inc_by(peers.len() as u64);
+                }
+                Some(Pending::Channel {
+                    alloc,
+                    number,
+                    peer,
+                    ..
+                }) => {
+                    alloc.bind_channel(number, peer, now);
+                    self.metrics.channels_bound.inc();
+                }
+                None => {}
+            }
+        }
+        Outbound::Forward
+    }
+
+    fn allocated(
+        &self,
+        m: &Message,
+        tid: [u8; 12],
+        transport: Arc<dyn ClientTransport>,
+        client: SocketAddr,
+        credential: (String, Vec<u8>),
+        now: Instant,
+    ) {
+        let slot = wire::relayed_address(m).and_then(|a| self.tables.slot_by_port(a.port()));
+        let user = lock(&self.quota).commit(&tid);
+        let (Some(slot), Some(user), Ok(local)) = (slot, user, transport.local_addr()) else {
+            tracing::warn!(%client, "Allocate success without a matching relayed socket");
+            return;
+        };
+        let state = Arc::new(AllocState::new(
+            client,
+            transport,
+            Arc::clone(&slot.socket),
+            user,
+            self.cfg.bytes_per_second,
+            now,
+        ));
+        let _ = state.credential.set(credential);
+        if slot.state.set(Arc::clone(&state)).is_err() {
+            return;
+        }
+        tracing::debug!(%client, relayed = %slot.advertised, "Allocation created");
+        self.tables.insert((local, client), state);
+        self.metrics.allocations.inc();
+        self.metrics.allocations_created.inc();
+    }
+
+    /// A stream client's connection ended: the Refresh (LIFETIME 0, RFC 8656 section 7.4)
+    /// to hand the crate on its behalf, signed with the Allocate's key and the crate's nonce.
+    #[must_use]
+    pub fn client_closed(&self, local: SocketAddr, client: SocketAddr) -> Option<Vec<u8>> {
+        let alloc = self.tables.get(&(local, client))?;
+        let (username, key) = alloc.credential.get()?;
+        let nonce = self
+            .crate_nonce
+            .read()
+            .ok()
+            .and_then(|g| g.as_ref().map(|(n, _)| n.clone()))?;
+        wire::release_request(username, &self.cfg.realm, &nonce, key)
+    }
+
+    /// A relayed socket was closed by the crate (expiry, Refresh 0, shutdown).
+    pub fn slot_closed(&self, slot: &Arc<RelaySlot>) {
+        tracing::debug!(relayed = %slot.advertised, "Relayed socket closed");
+        if let Some(state) = self.tables.remove_slot(slot) {
+            lock(&self.quota).release(&state.user);
+            self.metrics.allocations.dec();
+        }
+    }
+
+    /// RFC 8656 section 11.3/12.6: a datagram from `peer` on an allocation's relayed
+    /// socket goes to the client as ChannelData (bound channel) or a Data indication,
+    /// only if a permission exists. Writes the message into `out`; `false` = drop.
+    pub fn from_peer(
+        &self,
+        alloc: &AllocState,
+        payload: &[u8],
+        peer: SocketAddr,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if !alloc.has_permission(peer.ip(), now) {
+            return false;
+        }
+        if !alloc.within_bitrate(payload.len(), now) {
+            self.metrics.bitrate_dropped.inc();
+            return false;
+        }
+        match alloc.channel_of(peer, now) {
+            Some(n) => wire::encode_channel_data(n, payload, out),
+            None => wire::encode_data_indication(peer, payload, rand::random(), out),
+        }
+        true
+    }
+}

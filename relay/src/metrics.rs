@@ -1,0 +1,180 @@
+//! Prometheus metrics of one relay instance (SPEC section 3). No per-username labels: the
+//! only labels are small fixed sets (direction, reason, request, scope).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = [(&'static str, &'static str); 1];
+
+/// Every metric name is prefixed `switchboard_relay_`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub allocations: Gauge,
+    pub allocations_created: Counter,
+    pub permissions_created: Counter,
+    pub channels_bound: Counter,
+    auth_failures: Family<Labels, Counter>,
+    denied_peers: Family<Labels, Counter>,
+    quota_rejections: Family<Labels, Counter>,
+    pub rate_limited: Counter,
+    pub bitrate_dropped: Counter,
+    /// Pre-resolved hot-path counters.
+    pub bytes_to_peer: Counter,
+    pub bytes_to_client: Counter,
+    pub packets_to_peer: Counter,
+    pub packets_to_client: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    #[must_use]
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchboard_relay");
+        let allocations = Gauge::default();
+        let allocations_created = Counter::default();
+        let permissions_created = Counter::default();
+        let channels_bound = Counter::default();
+        let relayed_bytes = Family::<Labels, Counter>::default();
+        let relayed_packets = Family::<Labels, Counter>::default();
+        let auth_failures = Family::<Labels, Counter>::default();
+        let denied_peers = Family::<Labels, Counter>::default();
+        let quota_rejections = Family::<Labels, Counter>::default();
+        let rate_limited = Counter::default();
+        let bitrate_dropped = Counter::default();
+        registry.register("allocations", "Live TURN allocations", allocations.clone());
+        registry.register(
+            "allocations_created",
+            "TURN allocations created",
+            allocations_created.clone(),
+        );
+        registry.register(
+            "permissions_created",
+            "Permissions installed or refreshed by CreatePermission",
+            permissions_created.clone(),
+        );
+        registry.register(
+            "channels_bound",
+            "Channels bound or refreshed by ChannelBind",
+            channels_bound.clone(),
+        );
+        registry.register(
+            "relayed_bytes",
+            "Application bytes relayed, by direction",
+            relayed_bytes.clone(),
+        );
+        registry.register(
+            "relayed_packets",
+            "Datagrams relayed, by direction",
+            relayed_packets.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests refused for credentials, by reason",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "denied_peers",
+            "Requests naming a peer the policy denies, by request",
+            denied_peers.clone(),
+        );
+        registry.register(
+            "quota_rejections",
+            "Allocate requests refused with 486, by quota",
+            quota_rejections.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Unauthenticated requests dropped by the per-source limit",
+            rate_limited.clone(),
+        );
+        registry.register(
+            "bitrate_dropped_packets",
+            "Datagrams dropped by the per-allocation bitrate limit",
+            bitrate_dropped.clone(),
+        );
+        let bytes_to_peer = relayed_bytes.get_or_create_owned(&[("direction", "client_to_peer")]);
+        let bytes_to_client = relayed_bytes.get_or_create_owned(&[("direction", "peer_to_client")]);
+        let packets_to_peer =
+            relayed_packets.get_or_create_owned(&[("direction", "client_to_peer")]);
+        let packets_to_client =
+            relayed_packets.get_or_create_owned(&[("direction", "peer_to_client")]);
+        Self {
+            registry,
+            allocations,
+            allocations_created,
+            permissions_created,
+            channels_bound,
+            auth_failures,
+            denied_peers,
+            quota_rejections,
+            rate_limited,
+            bitrate_dropped,
+            bytes_to_peer,
+            bytes_to_client,
+            packets_to_peer,
+            packets_to_client,
+        }
+    }
+
+    /// `reason`: missing, malformed, expired, bad_password, wrong_realm, bad_nonce,
+    /// stale_nonce.
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    /// `request`: create_permission, channel_bind, send.
+    pub fn denied_peer(&self, request: &'static str) {
+        self.denied_peers
+            .get_or_create(&[("request", request)])
+            .inc();
+    }
+
+    /// `scope`: user, total.
+    pub fn quota_rejected(&self, scope: &'static str) {
+        self.quota_rejections
+            .get_or_create(&[("scope", scope)])
+            .inc();
+    }
+
+    /// The text exposition format.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_render_with_prefix_and_fixed_labels() {
+        let m = Metrics::new();
+        m.auth_failure("expired");
+        m.denied_peer("create_permission");
+        m.bytes_to_peer.inc_by(10);
+        let text = m.encode();
+        assert!(text.contains("switchboard_relay_auth_failures_total{reason=\"expired\"} 1"));
+        assert!(
+            text.contains("switchboard_relay_denied_peers_total{request=\"create_permission\"} 1")
+        );
+        assert!(
+            text.contains("switchboard_relay_relayed_bytes_total{direction=\"client_to_peer\"} 10")
+        );
+        assert!(text.contains("switchboard_relay_allocations 0"));
+    }
+}

@@ -1,0 +1,45 @@
+//! The client transport our layer runs on: datagrams in and out, keyed by client address.
+//! UDP sockets implement it directly; a TCP/TLS multiplexer (issue 3) can present each
+//! stream as its own client address and keep its framing on its side of this seam.
+
+use std::io;
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use tokio::net::UdpSocket;
+
+/// What a transport delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// One whole STUN or ChannelData message of `len` bytes from `from`.
+    Message { len: usize, from: SocketAddr },
+    /// The client's connection ended (streams only): its allocation is released at once
+    /// (RFC 6062-style lifetime: an allocation over TCP/TLS dies with its connection).
+    Closed(SocketAddr),
+}
+
+#[async_trait]
+pub trait ClientTransport: Send + Sync + std::fmt::Debug + 'static {
+    /// The next message (or connection end) from any client.
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<Received>;
+    /// Sends one whole message to `client`.
+    async fn send_to(&self, buf: &[u8], client: SocketAddr) -> io::Result<usize>;
+    /// The listener's address (the server side of the 5-tuple).
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+#[async_trait]
+impl ClientTransport for UdpSocket {
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        let (len, from) = UdpSocket::recv_from(self, buf).await?;
+        Ok(Received::Message { len, from })
+    }
+
+    async fn send_to(&self, buf: &[u8], client: SocketAddr) -> io::Result<usize> {
+        UdpSocket::send_to(self, buf, client).await
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        UdpSocket::local_addr(self)
+    }
+}
