@@ -79,6 +79,22 @@ fn assert_relayed(r: &CallResult, proto: &str, relay: &Service, signaling: &Serv
     }
 }
 
+/// The failure must be the missing relay path, not a page or signaling failure: both pages
+/// joined and see each other, but no relayed connection came up.
+fn assert_signaling_worked_but_no_relay(r: &CallResult) {
+    let error = r.json["error"].as_str().unwrap_or_default();
+    assert!(error.contains("no relayed connection"), "{}", r.json);
+    let pages = r.json["pages"].as_array().expect("pages");
+    assert_eq!(pages.len(), 2, "{}", r.json);
+    for p in pages {
+        assert_eq!(p[0]["localCandidateType"], serde_json::Value::Null, "{p}");
+        assert!(
+            p[0]["peerId"].is_string(),
+            "the peers found each other: {p}"
+        );
+    }
+}
+
 #[test]
 fn two_browsers_connect_relay_only_over_turn_udp_and_media_flows() {
     let ports = Ports::new();
@@ -119,6 +135,7 @@ fn a_call_with_credentials_the_relay_does_not_accept_never_connects() {
         "call must not connect with bad credentials: {}",
         r.json
     );
+    assert_signaling_worked_but_no_relay(&r);
 }
 
 #[test]
@@ -132,4 +149,5 @@ fn a_call_with_the_relay_down_never_connects() {
         "relay-only call must not connect without a relay: {}",
         r.json
     );
+    assert_signaling_worked_but_no_relay(&r);
 }
