@@ -2,9 +2,7 @@
 //! what the relay accepts (SPEC section 2), and a relay with another secret refuses it.
 
 #[path = "common/signaling.rs"]
-#[allow(dead_code)]
 mod common;
-#[allow(dead_code)]
 mod relay_support;
 
 use relay_support::{RawClient, relay_addr};
