@@ -21,6 +21,8 @@ const browser = await chromium.launch({
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run", "--disable-quic",
     "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+    // The TURN/TLS test relay uses a throwaway self-signed certificate.
+    "--ignore-certificate-errors",
   ],
 });
 

@@ -79,6 +79,57 @@ fn assert_relayed(r: &CallResult, proto: &str, relay: &Service, signaling: &Serv
     }
 }
 
+#[test]
+fn two_browsers_connect_relay_only_over_turn_tcp() {
+    let ports = Ports::new();
+    let config = test_config(&ports, "").replace(
+        "public_host = \"127.0.0.1\"",
+        "public_host = \"127.0.0.1\"\nadvertise = [\"turn-tcp\"]",
+    );
+    let (relay, signaling) = start_both(&config);
+    let r = place_call(&ports, &["--expect-relay-protocol", "tcp"]);
+    assert_relayed(&r, "tcp", &relay, &signaling);
+}
+
+#[test]
+fn two_browsers_connect_relay_only_over_turn_tls() {
+    let ports = Ports::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let status = Command::new(require_tool("openssl"))
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success(), "test certificate");
+    let extra = format!(
+        "listen_tls = [\"127.0.0.1:{}\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+        ports.relay_tls,
+        cert.display(),
+        key.display()
+    );
+    let config = test_config(&ports, &extra).replace(
+        "public_host = \"127.0.0.1\"",
+        "public_host = \"127.0.0.1\"\nadvertise = [\"turns\"]",
+    );
+    let (relay, signaling) = start_both(&config);
+    let r = place_call(&ports, &["--expect-relay-protocol", "tls"]);
+    assert_relayed(&r, "tls", &relay, &signaling);
+}
+
 /// The failure must be the missing relay path, not a page or signaling failure: both pages
 /// joined and see each other, but no relayed connection came up.
 fn assert_signaling_worked_but_no_relay(r: &CallResult) {
