@@ -1,6 +1,8 @@
 //! Switchboard relay: STUN/TURN over UDP, TCP and TLS
 //! on the webrtc-rs turn crate.
 
+pub mod framing;
+
 use switchboard_config::Config;
 
 /// Runs the service until SIGINT/SIGTERM.
