@@ -2,6 +2,7 @@
 //! on the webrtc-rs turn crate.
 
 pub mod framing;
+pub mod stream;
 pub mod tls;
 
 use switchboard_config::Config;
