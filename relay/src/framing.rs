@@ -1,7 +1,8 @@
 //! Sans-IO framing of STUN and ChannelData messages on a TCP or TLS stream.
 //!
 //! On a stream, TURN messages are not delimited by datagrams: each one is delimited by
-//! its own length field ([RFC 8656 §12.5], [RFC 5766 §2.1], in the spirit of RFC 4571).
+//! its own length field ([RFC 8656 §12.5], [RFC 5766 §2.1] and §11.5, in the spirit of
+//! RFC 4571).
 //!
 //! - STUN ([RFC 8489 §5]): first two bits `00`, a 20-byte header whose length field is
 //!   the body length (a multiple of 4) and the magic cookie `0x2112A442` at bytes 4..8.
@@ -34,8 +35,8 @@ pub const CHANNEL_DATA_HEADER_LEN: usize = 4;
 pub const MIN_CHANNEL: u16 = 0x4000;
 /// Highest channel number ([RFC 8656 §12](https://www.rfc-editor.org/rfc/rfc8656#section-12)).
 pub const MAX_CHANNEL: u16 = 0x4FFF;
-/// The largest message the 16-bit length fields can describe (a STUN header plus a
-/// 65532-byte body is smaller than this; a ChannelData header plus 65535 bytes is not).
+/// A bound on every message the 16-bit length fields can describe (the 20-byte STUN
+/// header plus 65535), so a default [`Framer`] refuses no well-formed message.
 pub const MAX_MESSAGE_LEN: usize = STUN_HEADER_LEN + u16::MAX as usize;
 
 /// What kind of message a [`Frame`] holds.

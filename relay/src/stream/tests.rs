@@ -358,3 +358,53 @@ async fn the_driver_runs_on_any_byte_stream_in_order_and_idles_out_on_tokio_time
     assert_eq!(driver.await.expect("driver task"), CloseReason::Idle);
     drop(outbound);
 }
+
+#[tokio::test]
+async fn a_certificate_reload_reaches_new_tls_clients_while_a_connected_one_keeps_relaying() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = files_in(&dir);
+    let old_leaf = pki.write_leaf(&files);
+    let reloader = Arc::new(TlsReloader::load(files.clone()).expect("load"));
+    let mut h = start(config(), Some(Arc::clone(&reloader))).await;
+
+    let mut before = pki.connect(h.addr).await;
+    let before_client = h.opened().await;
+    let served = |s: &tokio_rustls::client::TlsStream<TcpStream>| {
+        s.get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first().cloned())
+    };
+    assert_eq!(served(&before), Some(old_leaf));
+
+    let new_leaf = pki.write_leaf(&files);
+    reloader.reload().expect("reload");
+    let after = pki.connect(h.addr).await;
+    let _after_client = h.opened().await;
+    assert_eq!(
+        served(&after),
+        Some(new_leaf),
+        "new handshakes get the new cert"
+    );
+
+    let msg = channel_data(0x4030, b"same allocation");
+    before.write_all(&padded(&msg)).await.expect("write");
+    before.flush().await.expect("flush");
+    let (id, frame) = h.frame().await;
+    assert_eq!((id, frame.as_bytes()), (before_client.id, &msg[..]));
+    before_client
+        .outbound
+        .try_send(Bytes::from(msg.clone()))
+        .expect("queued");
+    let mut back = vec![0u8; padded(&msg).len()];
+    timeout(WAIT, before.read_exact(&mut back))
+        .await
+        .expect("within bound")
+        .expect("read");
+    assert_eq!(
+        back,
+        padded(&msg),
+        "the old connection still relays both ways"
+    );
+}
