@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod conn;
+pub mod framing;
 pub mod gate;
 pub mod http;
 pub mod metrics;
@@ -15,7 +16,9 @@ pub mod nonce;
 pub mod policy;
 pub mod quota;
 pub mod server;
+pub mod stream;
 pub mod tables;
+pub mod tls;
 pub mod transport;
 pub mod wire;
 
