@@ -17,7 +17,7 @@ use webrtc_util::Conn;
 
 use crate::gate::{Gate, Inbound, Outbound, SYNTHETIC_CLIENT};
 use crate::tables::RelaySlot;
-use crate::transport::ClientTransport;
+use crate::transport::{ClientTransport, Received};
 
 /// Largest datagram we read from clients or peers.
 const MAX_DATAGRAM: usize = 65_536;
@@ -86,8 +86,19 @@ impl Conn for ListenerConn {
         }
         let mut own = self.take_buf();
         loop {
-            let (n, client) = match self.transport.recv_from(&mut own).await {
-                Ok(v) => v,
+            let (n, client) = match self.transport.recv(&mut own).await {
+                Ok(Received::Message { len, from }) => (len, from),
+                Ok(Received::Closed(client)) => {
+                    // Hand the crate a Refresh with LIFETIME 0 so it deletes the allocation.
+                    match self.gate.client_closed(self.local, client) {
+                        Some(bytes) if bytes.len() <= buf.len() => {
+                            buf[..bytes.len()].copy_from_slice(&bytes);
+                            self.put_buf(own);
+                            return Ok((bytes.len(), client));
+                        }
+                        _ => continue,
+                    }
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -149,9 +160,13 @@ impl Conn for ListenerConn {
             .gate
             .handle_crate_output(buf, target, Instant::now(), unix_now())
         {
-            Outbound::Forward => Ok(self.transport.send_to(buf, target).await?),
+            // A failed send to one client (gone, unreachable) is no error of the listener.
+            Outbound::Forward => {
+                let _ = self.transport.send_to(buf, target).await;
+                Ok(buf.len())
+            }
             Outbound::Replace(bytes) => {
-                self.transport.send_to(&bytes, target).await?;
+                let _ = self.transport.send_to(&bytes, target).await;
                 Ok(buf.len())
             }
             Outbound::Swallow => Ok(buf.len()),

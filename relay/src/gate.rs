@@ -74,6 +74,7 @@ enum Pending {
     Allocate {
         transport: Arc<dyn ClientTransport>,
         client: SocketAddr,
+        credential: (String, Vec<u8>),
         deadline: Instant,
     },
     Permission {
@@ -344,6 +345,7 @@ impl Gate {
                 Some(Pending::Allocate {
                     transport: Arc::clone(transport),
                     client,
+                    credential: (username.clone(), key.clone()),
                     deadline,
                 })
             }

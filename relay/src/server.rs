@@ -128,3 +128,7 @@ impl Relay {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

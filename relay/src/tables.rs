@@ -47,6 +47,9 @@ pub struct AllocState {
     /// The relayed socket (not the slot: the slot holds this state).
     pub socket: Arc<UdpSocket>,
     pub user: String,
+    /// USERNAME and long-term key of the Allocate, to release the allocation on behalf of
+    /// a client whose stream closed.
+    pub credential: OnceLock<(String, Vec<u8>)>,
     permissions: RwLock<HashMap<IpAddr, Instant>>,
     channels: RwLock<Channels>,
     bucket: Option<Mutex<TokenBucket>>,
@@ -72,6 +75,7 @@ impl AllocState {
             transport,
             socket,
             user,
+            credential: OnceLock::new(),
             permissions: RwLock::new(HashMap::new()),
             channels: RwLock::new(Channels::default()),
             bucket,

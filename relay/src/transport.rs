@@ -8,10 +8,20 @@ use std::net::SocketAddr;
 use async_trait::async_trait;
 use tokio::net::UdpSocket;
 
+/// What a transport delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// One whole STUN or ChannelData message of `len` bytes from `from`.
+    Message { len: usize, from: SocketAddr },
+    /// The client's connection ended (streams only): its allocation is released at once
+    /// (RFC 6062-style lifetime: an allocation over TCP/TLS dies with its connection).
+    Closed(SocketAddr),
+}
+
 #[async_trait]
 pub trait ClientTransport: Send + Sync + std::fmt::Debug + 'static {
-    /// The next whole STUN or ChannelData message and the client it came from.
-    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+    /// The next message (or connection end) from any client.
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<Received>;
     /// Sends one whole message to `client`.
     async fn send_to(&self, buf: &[u8], client: SocketAddr) -> io::Result<usize>;
     /// The listener's address (the server side of the 5-tuple).
@@ -20,8 +30,9 @@ pub trait ClientTransport: Send + Sync + std::fmt::Debug + 'static {
 
 #[async_trait]
 impl ClientTransport for UdpSocket {
-    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        UdpSocket::recv_from(self, buf).await
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        let (len, from) = UdpSocket::recv_from(self, buf).await?;
+        Ok(Received::Message { len, from })
     }
 
     async fn send_to(&self, buf: &[u8], client: SocketAddr) -> io::Result<usize> {

@@ -6,14 +6,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use stun::agent::TransactionId;
 use stun::attributes::{
-    ATTR_FINGERPRINT, ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM, ATTR_XOR_PEER_ADDRESS,
-    ATTR_XOR_RELAYED_ADDRESS, AttrType,
+    ATTR_FINGERPRINT, ATTR_LIFETIME, ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM, ATTR_USERNAME,
+    ATTR_XOR_PEER_ADDRESS, ATTR_XOR_RELAYED_ADDRESS, AttrType,
 };
 use stun::error_code::{ErrorCode, ErrorCodeAttribute};
 use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
 use stun::message::{
-    BINDING_SUCCESS, CLASS_ERROR_RESPONSE, MAGIC_COOKIE, Message, MessageType, Setter,
+    BINDING_SUCCESS, CLASS_ERROR_RESPONSE, CLASS_REQUEST, MAGIC_COOKIE, METHOD_REFRESH, Message,
+    MessageType, Setter,
 };
 use stun::textattrs::TextAttribute;
 use stun::xoraddr::XorMappedAddress;
@@ -238,6 +239,32 @@ pub fn with_nonce(req: &Message, nonce: &str, key: &[u8]) -> Option<Vec<u8>> {
     }
     MessageIntegrity(key.to_vec()).add_to(&mut m).ok()?;
     Some(m.raw)
+}
+
+/// A Refresh request with LIFETIME 0 (RFC 8656 section 7.4), signed with `key`.
+#[must_use]
+pub fn release_request(username: &str, realm: &str, nonce: &str, key: &[u8]) -> Option<Vec<u8>> {
+    let mut m = Message::new();
+    m.build(&[
+        Box::new(TransactionId::new()),
+        Box::new(MessageType::new(METHOD_REFRESH, CLASS_REQUEST)),
+        Box::new(RawAttr(ATTR_LIFETIME, vec![0; 4])),
+        Box::new(TextAttribute::new(ATTR_USERNAME, username.to_owned())),
+        Box::new(TextAttribute::new(ATTR_REALM, realm.to_owned())),
+        Box::new(TextAttribute::new(ATTR_NONCE, nonce.to_owned())),
+        Box::new(MessageIntegrity(key.to_vec())),
+    ])
+    .ok()?;
+    Some(m.raw)
+}
+
+struct RawAttr(AttrType, Vec<u8>);
+
+impl Setter for RawAttr {
+    fn add_to(&self, m: &mut Message) -> Result<(), stun::Error> {
+        m.add(self.0, &self.1);
+        Ok(())
+    }
 }
 
 /// The text of attribute `t`, if present and UTF-8.

@@ -94,8 +94,11 @@ impl Gate {
         if m.typ.class == CLASS_SUCCESS_RESPONSE {
             match pending {
                 Some(Pending::Allocate {
-                    transport, client, ..
-                }) => self.allocated(&m, tid, transport, client, now),
+                    transport,
+                    client,
+                    credential,
+                    ..
+                }) => self.allocated(&m, tid, transport, client, credential, now),
                 Some(Pending::Permission { alloc, peers, .. }) => {
                     for p in &peers {
                         alloc.add_permission(p.ip(), now);
@@ -123,6 +126,7 @@ impl Gate {
         tid: [u8; 12],
         transport: Arc<dyn ClientTransport>,
         client: SocketAddr,
+        credential: (String, Vec<u8>),
         now: Instant,
     ) {
         let slot = wire::relayed_address(m).and_then(|a| self.tables.slot_by_port(a.port()));
@@ -139,6 +143,7 @@ impl Gate {
             self.cfg.bytes_per_second,
             now,
         ));
+        let _ = state.credential.set(credential);
         if slot.state.set(Arc::clone(&state)).is_err() {
             return;
         }
@@ -146,6 +151,20 @@ impl Gate {
         self.tables.insert((local, client), state);
         self.metrics.allocations.inc();
         self.metrics.allocations_created.inc();
+    }
+
+    /// A stream client's connection ended: the Refresh (LIFETIME 0, RFC 8656 section 7.4)
+    /// to hand the crate on its behalf, signed with the Allocate's key and the crate's nonce.
+    #[must_use]
+    pub fn client_closed(&self, local: SocketAddr, client: SocketAddr) -> Option<Vec<u8>> {
+        let alloc = self.tables.get(&(local, client))?;
+        let (username, key) = alloc.credential.get()?;
+        let nonce = self
+            .crate_nonce
+            .read()
+            .ok()
+            .and_then(|g| g.as_ref().map(|(n, _)| n.clone()))?;
+        wire::release_request(username, &self.cfg.realm, &nonce, key)
     }
 
     /// A relayed socket was closed by the crate (expiry, Refresh 0, shutdown).

@@ -32,7 +32,7 @@ struct FakeTransport(SocketAddr);
 
 #[async_trait]
 impl ClientTransport for FakeTransport {
-    async fn recv_from(&self, _buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    async fn recv(&self, _buf: &mut [u8]) -> std::io::Result<crate::transport::Received> {
         Err(std::io::ErrorKind::Unsupported.into())
     }
     async fn send_to(&self, buf: &[u8], _client: SocketAddr) -> std::io::Result<usize> {
@@ -279,10 +279,9 @@ async fn the_bitrate_limit_drops_what_exceeds_the_budget() {
     assert!(!alloc.within_bitrate(300, t0 + std::time::Duration::from_millis(100)));
 }
 
-/// RFC 8656 section 9.1 + SPEC section 3: any denied XOR-PEER-ADDRESS refuses the whole
-/// CreatePermission with 403; an allowed one reaches the crate.
-#[tokio::test]
-async fn create_permission_naming_any_denied_peer_gets_403() {
+/// A fixture whose client holds an allocation (the crate's success response replayed),
+/// and the credential it used.
+async fn allocated() -> (Fixture, switchboard_config::credentials::Credential, String) {
     let f = fixture(vec![]);
     f.teach_crate_nonce();
     let c = mint(
@@ -325,6 +324,15 @@ async fn create_permission_naming_any_denied_peer_gets_403() {
         Outbound::Forward
     ));
     assert_eq!(f.gate.tables.allocations(), 1);
+    (f, c, nonce)
+}
+
+/// RFC 8656 section 9.1 + SPEC section 3: any denied XOR-PEER-ADDRESS refuses the whole
+/// CreatePermission with 403; an allowed one reaches the crate.
+#[tokio::test]
+async fn create_permission_naming_any_denied_peer_gets_403() {
+    let (f, c, nonce) = allocated().await;
+    let auth = Some((c.username.as_str(), c.password.as_str(), nonce.as_str()));
 
     let public = || PeerAddress {
         ip: "8.8.8.8".parse().expect("ip"),
@@ -346,4 +354,30 @@ async fn create_permission_naming_any_denied_peer_gets_403() {
         auth,
     ));
     assert!(matches!(out, Inbound::ToCrate(_)), "{out:?}");
+}
+
+/// RFC 8656 section 7.4: when a stream client goes away, the crate gets a Refresh with
+/// LIFETIME 0 signed with the Allocate's key and its own nonce, and deletes the allocation.
+#[tokio::test]
+async fn a_closed_stream_client_gets_its_allocation_released_by_a_signed_refresh() {
+    let (f, c, _) = allocated().await;
+    let bytes = f
+        .gate
+        .client_closed(f.local, f.client)
+        .expect("a release request");
+    let mut m = decode(&bytes);
+    assert_eq!(
+        m.typ,
+        MessageType::new(stun::message::METHOD_REFRESH, CLASS_REQUEST)
+    );
+    assert_eq!(
+        m.get(stun::attributes::ATTR_LIFETIME).ok(),
+        Some(vec![0; 4])
+    );
+    assert_eq!(wire::text(&m, ATTR_NONCE).as_deref(), Some("crate-nonce"));
+    MessageIntegrity::new_long_term_integrity(c.username.clone(), "r".into(), c.password.clone())
+        .check(&mut m)
+        .expect("signed with the client's key");
+    let stranger: SocketAddr = "198.51.100.99:1".parse().expect("addr");
+    assert!(f.gate.client_closed(f.local, stranger).is_none());
 }
