@@ -1,0 +1,156 @@
+//! The relay core with the `turn` crate over real TCP connections on port 0: allocations
+//! live as long as their connection, stream metrics follow the connections.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use stun::agent::TransactionId;
+use stun::attributes::{ATTR_NONCE, ATTR_REALM, ATTR_USERNAME};
+use stun::integrity::MessageIntegrity;
+use stun::message::{
+    CLASS_ERROR_RESPONSE, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, METHOD_ALLOCATE, Message,
+    MessageType, Setter,
+};
+use stun::textattrs::TextAttribute;
+use switchboard_config::Component;
+use switchboard_config::credentials::{Credential, mint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use turn::proto::PROTO_UDP;
+use turn::proto::reqtrans::RequestedTransport;
+
+use super::*;
+use crate::Relay;
+use crate::framing::Framer;
+use crate::metrics::Metrics;
+
+fn allocate(auth: Option<(&Credential, &str, &str)>) -> Vec<u8> {
+    let mut setters: Vec<Box<dyn Setter>> = vec![
+        Box::new(TransactionId::new()),
+        Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+        Box::new(RequestedTransport {
+            protocol: PROTO_UDP,
+        }),
+    ];
+    if let Some((cred, realm, nonce)) = auth {
+        setters.push(Box::new(TextAttribute::new(
+            ATTR_USERNAME,
+            cred.username.clone(),
+        )));
+        setters.push(Box::new(TextAttribute::new(ATTR_REALM, realm.into())));
+        setters.push(Box::new(TextAttribute::new(ATTR_NONCE, nonce.into())));
+        setters.push(Box::new(MessageIntegrity::new_long_term_integrity(
+            cred.username.clone(),
+            realm.into(),
+            cred.password.clone(),
+        )));
+    }
+    let mut m = Message::new();
+    m.build(&setters).expect("build");
+    m.raw
+}
+
+/// Sends one request on the stream and reads the one response.
+async fn transact(tcp: &mut TcpStream, req: &[u8]) -> Message {
+    let mut out = BytesMut::new();
+    crate::framing::encode_for_stream(req, &mut out);
+    tcp.write_all(&out).await.expect("write");
+    let mut framer = Framer::new();
+    let mut buf = [0u8; 2048];
+    loop {
+        if let Some(frame) = framer.poll_frame().expect("framing") {
+            return crate::wire::parse(frame.as_bytes()).expect("STUN");
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("a response in time")
+            .expect("read");
+        assert!(n > 0, "connection closed before the response");
+        framer.push(&buf[..n]);
+    }
+}
+
+/// Allocates over a new TCP connection: 401 with a nonce, then the signed Allocate.
+async fn allocate_over_tcp(addr: SocketAddr, cred: &Credential, realm: &str) -> (TcpStream, u8) {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let challenge = transact(&mut tcp, &allocate(None)).await;
+    assert_eq!(challenge.typ.class, CLASS_ERROR_RESPONSE, "{challenge}");
+    let nonce = crate::wire::text(&challenge, ATTR_NONCE).expect("nonce");
+    let reply = transact(&mut tcp, &allocate(Some((cred, realm, &nonce)))).await;
+    let class = if reply.typ.class == CLASS_SUCCESS_RESPONSE {
+        0
+    } else {
+        1
+    };
+    (tcp, class)
+}
+
+async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}
+
+/// RFC 8656 section 3.1 / RFC 6062 section 5.2 spirit: an allocation made over a TCP
+/// connection is deleted when that connection closes, which frees the user's quota (the
+/// second allocation of a one-allocation user succeeds only after the first connection
+/// ended) and the stream metrics count the connection as closed.
+#[tokio::test]
+async fn an_allocation_over_tcp_dies_with_its_connection_and_frees_the_users_quota() {
+    let mut cfg = switchboard_config::load_development(Component::Relay).expect("dev config");
+    cfg.relay.max_allocations_per_user = 1;
+    let realm = cfg.turn.realm.clone();
+    let cred = mint(
+        cfg.turn.secrets.signing(),
+        "tcp-user",
+        Duration::from_secs(600),
+        switchboard_config::unix_now(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let streams = StreamListeners::new(StreamConfig::default(), vec![listener], Vec::new(), None)
+        .expect("streams");
+    let stream_metrics = streams.metrics();
+    let mut metrics = Metrics::new();
+    metrics.register_collector(Box::new(streams.metrics()));
+    let relay = Relay::start(&cfg, streams.client_transports(), Arc::new(metrics))
+        .await
+        .expect("start");
+    let tasks = streams.spawn();
+
+    let (first, class) = allocate_over_tcp(addr, &cred, &realm).await;
+    assert_eq!(class, 0, "the first allocation succeeds");
+    assert_eq!(relay.allocations(), 1);
+    let (second, class) = allocate_over_tcp(addr, &cred, &realm).await;
+    assert_eq!(class, 1, "486: the user's one allocation is in use");
+    drop(second);
+
+    drop(first);
+    assert!(
+        eventually(|| relay.allocations() == 0).await,
+        "the allocation is released when its connection closes"
+    );
+    let (_third, class) = allocate_over_tcp(addr, &cred, &realm).await;
+    assert_eq!(class, 0, "the quota is free again");
+
+    let mut text = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut text, &{
+        let mut r = prometheus_client::registry::Registry::with_prefix("t");
+        r.register_collector(Box::new(stream_metrics));
+        r
+    });
+    assert!(
+        text.contains("t_stream_connections_accepted_total{transport=\"tcp\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("t_stream_connections_open{transport=\"tcp\"} 1"),
+        "{text}"
+    );
+    tasks.stop().await;
+    relay.close().await;
+}
