@@ -6,8 +6,10 @@
 //!
 //! - STUN ([RFC 8489 §5]): first two bits `00`, a 20-byte header whose length field is
 //!   the body length (a multiple of 4) and the magic cookie `0x2112A442` at bytes 4..8.
-//! - ChannelData ([RFC 8656 §12.4]): a channel number in `0x4000..=0x4FFF` (so a first
-//!   byte in `0x40..=0x4F`), a 2-byte length, then the application data. On a stream the
+//! - ChannelData ([RFC 8656 §12.4]): a channel number in `0x4000..=0x7FFF` (so a first
+//!   byte in `0x40..=0x7F`; RFC 8656 narrowed the range to `0x4FFF`, but RFC 5766 allowed
+//!   up to `0x7FFF`, coturn's clients bind such channels and the `turn` crate accepts
+//!   them, as does the UDP path in `wire`), a 2-byte length, then the application data. On a stream the
 //!   message is padded to a multiple of 4 bytes and the padding is not part of the
 //!   message ([RFC 8656 §12.5]).
 //!
@@ -33,8 +35,9 @@ pub const STUN_HEADER_LEN: usize = 20;
 pub const CHANNEL_DATA_HEADER_LEN: usize = 4;
 /// Lowest channel number ([RFC 8656 §12](https://www.rfc-editor.org/rfc/rfc8656#section-12)).
 pub const MIN_CHANNEL: u16 = 0x4000;
-/// Highest channel number ([RFC 8656 §12](https://www.rfc-editor.org/rfc/rfc8656#section-12)).
-pub const MAX_CHANNEL: u16 = 0x4FFF;
+/// Highest channel number we frame: RFC 5766 section 11's `0x7FFF` (the `turn` crate binds
+/// up to it and coturn's clients use it), not RFC 8656 section 12's `0x4FFF`.
+pub const MAX_CHANNEL: u16 = 0x7FFF;
 /// A bound on every message the 16-bit length fields can describe (the 20-byte STUN
 /// header plus 65535), so a default [`Framer`] refuses no well-formed message.
 pub const MAX_MESSAGE_LEN: usize = STUN_HEADER_LEN + u16::MAX as usize;
@@ -99,7 +102,7 @@ pub enum FramingError {
 /// Why a message cannot be encoded for a stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
-    #[error("channel number {0:#06x} is outside 0x4000..=0x4fff")]
+    #[error("channel number {0:#06x} is outside 0x4000..=0x7fff")]
     BadChannel(u16),
     #[error("channeldata payload of {0} bytes exceeds 65535")]
     PayloadTooLarge(usize),
@@ -181,7 +184,7 @@ impl Framer {
         };
         match first >> 6 {
             0b00 => self.next_stun(),
-            0b01 if (0x40..=0x4F).contains(&first) => self.next_channel_data(),
+            0b01 => self.next_channel_data(),
             _ => Err(FramingError::UnknownMessage(first)),
         }
     }

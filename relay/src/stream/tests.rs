@@ -234,15 +234,17 @@ async fn garbage_closes_only_the_connection_that_sent_it() {
     let (mut good, good_client) = h.connect().await;
     let (mut bad, bad_client) = h.connect().await;
 
-    bad.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("write");
+    bad.write_all(&[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ])
+    .await
+    .expect("write");
     assert_closed_by_server(&mut bad).await;
     assert_eq!(
         h.closed().await,
         (
             bad_client.id,
-            CloseReason::Framing(FramingError::UnknownMessage(b'P'))
+            CloseReason::Framing(FramingError::UnalignedStunLength(0x0102))
         )
     );
     assert_eq!(h.server.stats().closed_framing, 1);
