@@ -391,3 +391,29 @@ async fn slowloris_and_garbage_on_the_tcp_port_do_not_disturb_a_good_client() {
         "switchboard_relay_stream_connections_closed_total{transport=\"tcp\",reason=\"framing\"}";
     assert!(eventually(WAIT, || sample(&scrape(&ports), series) == 1.0));
 }
+
+/// A certificate file that cannot be used stops start-up with an error naming the file.
+#[test]
+fn an_unusable_certificate_fails_start_up_naming_the_file() {
+    let ports = Ports::new();
+    let relay = format!(
+        "listen_tls = [\"127.0.0.1:{}\"]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n",
+        ports.relay_tls
+    );
+    let mut svc = Service::spawn(
+        "switchboard-relay",
+        &test_config(&ports, &relay),
+        &[
+            ("cert.pem", b"not a certificate"),
+            ("key.pem", b"nor a key"),
+        ],
+        &[],
+    );
+    let status = svc.wait_exit(WAIT).expect("exits");
+    assert!(!status.success());
+    let logs = svc.logs();
+    assert!(
+        logs.contains("cert.pem") && logs.contains("no certificate found"),
+        "{logs}"
+    );
+}
