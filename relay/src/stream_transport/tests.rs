@@ -154,3 +154,91 @@ async fn an_allocation_over_tcp_dies_with_its_connection_and_frees_the_users_quo
     tasks.stop().await;
     relay.close().await;
 }
+
+/// RFC 8656 section 12.4 relies on the 5-tuple: ChannelData from a UDP source that has
+/// the same ip:port as a TCP client (on a listener address shared by UDP and TCP) does
+/// not reach that TCP client's allocation; the TCP client's own ChannelData does.
+#[tokio::test]
+async fn udp_packets_from_a_tcp_clients_address_do_not_reach_its_allocation() {
+    let cfg = switchboard_config::load_development(Component::Relay).expect("dev config");
+    let realm = cfg.turn.realm.clone();
+    let cred = mint(
+        cfg.turn.secrets.signing(),
+        "tcp-user",
+        Duration::from_secs(600),
+        switchboard_config::unix_now(),
+    );
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("udp");
+    let addr = udp.local_addr().expect("addr");
+    let listener = TcpListener::bind(addr)
+        .await
+        .expect("tcp on the same address");
+    let streams = StreamListeners::new(StreamConfig::default(), vec![listener], Vec::new(), None)
+        .expect("streams");
+    let mut transports: Vec<Arc<dyn ClientTransport>> = vec![Arc::new(udp)];
+    transports.extend(streams.client_transports());
+    let relay = Relay::start(&cfg, transports, Arc::new(Metrics::new()))
+        .await
+        .expect("start");
+    let tasks = streams.spawn();
+
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let mut tcp = socket.connect(addr).await.expect("connect");
+    let client = tcp.local_addr().expect("client addr");
+    let challenge = transact(&mut tcp, &allocate(None)).await;
+    let nonce = crate::wire::text(&challenge, ATTR_NONCE).expect("nonce");
+    let ok = transact(&mut tcp, &allocate(Some((&cred, &realm, &nonce)))).await;
+    assert_eq!(ok.typ.class, CLASS_SUCCESS_RESPONSE, "{ok}");
+
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("peer");
+    let peer_addr = peer.local_addr().expect("addr");
+    let alloc = relay_alloc(&relay, addr, client);
+    alloc.bind_channel(0x4001, peer_addr, std::time::Instant::now());
+
+    let spoofed = tokio::net::UdpSocket::bind(client)
+        .await
+        .expect("same ip:port over UDP");
+    let mut msg = vec![0x40, 0x01, 0x00, 0x04];
+    msg.extend_from_slice(b"UDP!");
+    spoofed.send_to(&msg, addr).await.expect("send");
+    // A Binding right behind it on the same socket: once answered, the ChannelData before
+    // it has been classified (one read loop per UDP socket, in order).
+    let mut binding = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    binding.extend_from_slice(&[3u8; 12]);
+    spoofed.send_to(&binding, addr).await.expect("send");
+    let mut buf = [0u8; 64];
+    tokio::time::timeout(Duration::from_secs(5), spoofed.recv_from(&mut buf))
+        .await
+        .expect("Binding answered in time")
+        .expect("recv");
+    let mut own = BytesMut::new();
+    crate::framing::encode_for_stream(&[0x40, 0x01, 0x00, 0x04, b'T', b'C', b'P', b'!'], &mut own);
+    tcp.write_all(&own).await.expect("write");
+    let mut buf = [0u8; 64];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
+        .await
+        .expect("in time")
+        .expect("recv");
+    assert_eq!(&buf[..n], b"TCP!");
+    tasks.stop().await;
+    relay.close().await;
+}
+
+fn relay_alloc(
+    relay: &Relay,
+    local: SocketAddr,
+    client: SocketAddr,
+) -> Arc<crate::tables::AllocState> {
+    relay
+        .gate()
+        .tables
+        .get(&(local, client))
+        .expect("the TCP client's allocation")
+}
