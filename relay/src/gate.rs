@@ -310,8 +310,11 @@ impl Gate {
         unix: u64,
     ) -> Inbound {
         let alloc = self.client_alloc(transport, local, client);
-        // Requests from clients without an allocation are what a flood consists of.
-        if alloc.is_none() && !lock(&self.limiter).allow(client.ip(), now) {
+        // Requests from clients without an allocation are what a flood consists of. Stream
+        // clients are bounded by the connection cap and idle timeout instead: a dropped
+        // request on a stream would hang its client.
+        if alloc.is_none() && !transport.is_stream() && !lock(&self.limiter).allow(client.ip(), now)
+        {
             self.metrics.rate_limited.inc();
             return Inbound::Drop;
         }

@@ -149,6 +149,10 @@ impl ClientTransport for StreamTransport {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.local)
     }
+
+    fn is_stream(&self) -> bool {
+        true
+    }
 }
 
 /// Hands each stream event to its listener's transport, in order, counting metrics.

@@ -417,3 +417,25 @@ fn an_unusable_certificate_fails_start_up_naming_the_file() {
         "{logs}"
     );
 }
+
+/// RFC 8489 section 6.2.2: over a stream a request is never retransmitted, so the
+/// per-source limit on unauthenticated requests (a UDP flood defence) must not drop
+/// stream clients' requests: many TCP clients from one address all allocate at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_tcp_clients_from_one_address_all_get_answers_despite_the_udp_rate_limit() {
+    let ports = Ports::new();
+    let cert = make_cert();
+    let _relay = start(
+        &ports,
+        &cert,
+        "unauth_requests_per_second = 1\nmax_allocations_per_user = 100",
+    );
+    let mut clients = Vec::new();
+    for i in 0..10 {
+        let mut c = tcp_client(&ports, &format!("user{i}")).await;
+        c.allocate()
+            .await
+            .expect("allocated without waiting for a rate limit");
+        clients.push(c);
+    }
+}
