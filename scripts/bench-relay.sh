@@ -82,6 +82,8 @@ external_ip = "127.0.0.1"
 port_range = [45000, 49999]
 allowed_peers = ["127.0.0.0/8"]
 metrics_listen = "127.0.0.1:$our_metrics"
+# The loads allocate up to 2 x 100 relays under one bare-timestamp username (-W without -u).
+max_allocations_per_user = 1000
 EOF
 chmod 600 "$work/switchboard.toml"
 
