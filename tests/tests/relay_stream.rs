@@ -439,3 +439,29 @@ async fn many_tcp_clients_from_one_address_all_get_answers_despite_the_udp_rate_
         clients.push(c);
     }
 }
+
+/// SIGTERM closes open TCP/TLS connections and the relay exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_closes_stream_connections_and_exits_cleanly() {
+    let ports = Ports::new();
+    let cert = make_cert();
+    let mut relay = start(&ports, &cert, "");
+    let mut c = tcp_client(&ports, "carol").await;
+    assert!(c.binding_succeeds().await);
+    let tls = connect_tls(tls_addr(&ports), &cert.2).await;
+    let mut t = StreamTurnClient::new(tls, &credential(TEST_SECRET, "carol"));
+    assert!(t.binding_succeeds().await);
+
+    relay.signal("TERM");
+    let mut buf = [0u8; 16];
+    let read = timeout(WAIT, c.io.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let read = timeout(WAIT, t.io.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let status = relay.wait_exit(WAIT).expect("exits");
+    assert!(status.success(), "{status:?}");
+}

@@ -242,3 +242,51 @@ fn relay_alloc(
         .get(&(local, client))
         .expect("the TCP client's allocation")
 }
+
+/// `send_to` goes to the connection's queue; a full queue drops the message like a
+/// datagram (the core never waits on a slow reader); an unknown client is an error.
+#[tokio::test]
+async fn send_to_queues_per_connection_and_drops_when_the_queue_is_full() {
+    let local: SocketAddr = "127.0.0.1:3478".parse().expect("addr");
+    let peer: SocketAddr = "192.0.2.7:5000".parse().expect("addr");
+    let (t, tx) = StreamTransport::new(local, Transport::Tcp);
+    let (outbound, mut queue) = mpsc::channel(1);
+    tx.send(Routed::Opened {
+        id: 1,
+        peer,
+        outbound,
+    })
+    .await
+    .expect("route");
+    tx.send(Routed::Frame {
+        peer,
+        bytes: Bytes::from_static(&[0x40, 0x00, 0x00, 0x00]),
+    })
+    .await
+    .expect("route");
+    let mut buf = [0u8; 16];
+    let got = t.recv(&mut buf).await.expect("recv");
+    assert_eq!(got, Received::Message { len: 4, from: peer });
+
+    assert_eq!(t.send_to(b"one", peer).await.expect("queued"), 3);
+    assert_eq!(
+        t.send_to(b"two", peer)
+            .await
+            .expect("dropped, not an error"),
+        3
+    );
+    assert_eq!(queue.recv().await.as_deref(), Some(&b"one"[..]));
+    assert!(queue.try_recv().is_err(), "the second was dropped");
+    let unknown = "192.0.2.8:5000".parse().expect("addr");
+    assert!(t.send_to(b"x", unknown).await.is_err());
+
+    tx.send(Routed::Closed { id: 1, peer })
+        .await
+        .expect("route");
+    assert_eq!(
+        t.recv(&mut buf).await.expect("recv"),
+        Received::Closed(peer)
+    );
+    assert_eq!(t.connections(), 0);
+    assert!(t.send_to(b"late", peer).await.is_err());
+}
