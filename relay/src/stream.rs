@@ -38,7 +38,7 @@ pub type ClientId = u64;
 
 /// Bytes read from the socket per call.
 const READ_CHUNK: usize = 16 * 1024;
-/// Queued outbound messages are coalesced into one write up to this size.
+/// Queued outbound messages are coalesced into one write up to this size (plain TCP).
 const WRITE_BATCH: usize = 64 * 1024;
 /// How long closing a connection may take (TLS close_notify, FIN).
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -305,8 +305,22 @@ async fn open_and_drive<S>(
     }
     tracing::debug!(id, %peer, ?transport, "Stream client connected");
     let framer = Framer::with_max_message_len(inner.config.max_message_len);
-    let reason =
-        drive_connection(io, id, inner.config.idle_timeout, framer, &inner.events, rx).await;
+    // Over TLS, one record per message: clients that handle one message per record read
+    // (coturn's turnutils_uclient; measured: 90 % loss coalesced, 0 % not) lose the rest.
+    let batch = match transport {
+        Transport::Tcp => WRITE_BATCH,
+        Transport::Tls => 0,
+    };
+    let reason = drive(
+        io,
+        id,
+        inner.config.idle_timeout,
+        framer,
+        &inner.events,
+        rx,
+        batch,
+    )
+    .await;
     match reason {
         CloseReason::Idle => bump(&inner.counters.closed_idle),
         CloseReason::Framing(_) => bump(&inner.counters.closed_framing),
@@ -333,10 +347,27 @@ pub async fn drive_connection<S>(
 where
     S: AsyncRead + AsyncWrite,
 {
+    drive(io, id, idle_timeout, framer, events, outbound, WRITE_BATCH).await
+}
+
+/// [`drive_connection`], coalescing queued outbound messages into writes of up to
+/// `batch` bytes (0: one write per message).
+async fn drive<S>(
+    io: S,
+    id: ClientId,
+    idle_timeout: Duration,
+    framer: Framer,
+    events: &mpsc::Sender<StreamEvent>,
+    outbound: mpsc::Receiver<Bytes>,
+    batch: usize,
+) -> CloseReason
+where
+    S: AsyncRead + AsyncWrite,
+{
     let (mut rd, mut wr) = tokio::io::split(io);
     let reason = tokio::select! {
         r = read_loop(&mut rd, id, idle_timeout, framer, events) => r,
-        w = write_loop(&mut wr, outbound) => w,
+        w = write_loop(&mut wr, outbound, batch) => w,
     };
     // Bounded: a peer that stopped reading must not keep the task alive.
     let _ = timeout(CLOSE_GRACE, wr.shutdown()).await;
@@ -377,11 +408,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
 async fn write_loop<W: AsyncWrite + Unpin>(
     wr: &mut W,
     mut outbound: mpsc::Receiver<Bytes>,
+    batch: usize,
 ) -> CloseReason {
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     while let Some(message) = outbound.recv().await {
         encode_for_stream(&message, &mut out);
-        while out.len() < WRITE_BATCH {
+        while out.len() < batch {
             let Ok(more) = outbound.try_recv() else {
                 break;
             };
