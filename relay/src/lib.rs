@@ -110,7 +110,10 @@ pub async fn run_with(
         tokio::select! {
             () = &mut shutdown => break,
             Some(new_cfg) = reloads.recv() => {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                // RELOADING=1 with MONOTONIC_USEC, as systemd's Type=notify-reload expects.
+                let mut reloading = vec![sd_notify::NotifyState::Reloading];
+                reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+                let _ = sd_notify::notify(false, &reloading);
                 relay.reload(&new_cfg);
                 for hook in &hooks {
                     hook(&new_cfg);
