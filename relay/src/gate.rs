@@ -163,6 +163,20 @@ impl Gate {
             .is_ok()
     }
 
+    /// The allocation of `client` on `local`, only if it was made over this very
+    /// `transport`: UDP and TCP listeners share an address, and a (spoofable) UDP source
+    /// must not reach the allocation of a TCP/TLS client with the same ip:port.
+    fn client_alloc(
+        &self,
+        transport: &Arc<dyn ClientTransport>,
+        local: SocketAddr,
+        client: SocketAddr,
+    ) -> Option<Arc<AllocState>> {
+        self.tables
+            .get(&(local, client))
+            .filter(|a| std::ptr::addr_eq(Arc::as_ptr(&a.transport), Arc::as_ptr(transport)))
+    }
+
     /// Classifies one packet from `client` on the listener `local`.
     pub fn handle_client(
         &self,
@@ -174,13 +188,13 @@ impl Gate {
         unix: u64,
     ) -> Inbound {
         if wire::looks_like_channel_data(packet) {
-            return self.channel_data(local, packet, client, now);
+            return self.channel_data(transport, local, packet, client, now);
         }
         let Some(m) = wire::parse(packet) else {
             return Inbound::Drop;
         };
         if m.typ.class == CLASS_INDICATION && m.typ.method == METHOD_SEND {
-            return self.send_indication(&m, local, client, now);
+            return self.send_indication(&m, transport, local, client, now);
         }
         if m.typ.class != CLASS_REQUEST {
             return Inbound::Drop;
@@ -197,6 +211,7 @@ impl Gate {
     /// RFC 8656 section 12.5: ChannelData on a bound channel goes to its peer.
     fn channel_data(
         &self,
+        transport: &Arc<dyn ClientTransport>,
         local: SocketAddr,
         packet: &[u8],
         client: SocketAddr,
@@ -205,7 +220,7 @@ impl Gate {
         let Some((number, start, len)) = wire::channel_data(packet) else {
             return Inbound::Drop;
         };
-        let Some(alloc) = self.tables.get(&(local, client)) else {
+        let Some(alloc) = self.client_alloc(transport, local, client) else {
             return Inbound::Drop;
         };
         let Some(peer) = alloc.channel_peer(number, now) else {
@@ -228,11 +243,12 @@ impl Gate {
     fn send_indication(
         &self,
         m: &Message,
+        transport: &Arc<dyn ClientTransport>,
         local: SocketAddr,
         client: SocketAddr,
         now: Instant,
     ) -> Inbound {
-        let Some(alloc) = self.tables.get(&(local, client)) else {
+        let Some(alloc) = self.client_alloc(transport, local, client) else {
             return Inbound::Drop;
         };
         let Some(peers) = wire::peer_addresses(m) else {
@@ -293,9 +309,12 @@ impl Gate {
         now: Instant,
         unix: u64,
     ) -> Inbound {
-        let alloc = self.tables.get(&(local, client));
-        // Requests from clients without an allocation are what a flood consists of.
-        if alloc.is_none() && !lock(&self.limiter).allow(client.ip(), now) {
+        let alloc = self.client_alloc(transport, local, client);
+        // Requests from clients without an allocation are what a flood consists of. Stream
+        // clients are bounded by the connection cap and idle timeout instead: a dropped
+        // request on a stream would hang its client.
+        if alloc.is_none() && !transport.is_stream() && !lock(&self.limiter).allow(client.ip(), now)
+        {
             self.metrics.rate_limited.inc();
             return Inbound::Drop;
         }

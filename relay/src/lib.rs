@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod conn;
+pub mod framing;
 pub mod gate;
 pub mod http;
 pub mod metrics;
@@ -15,7 +16,10 @@ pub mod nonce;
 pub mod policy;
 pub mod quota;
 pub mod server;
+pub mod stream;
+pub mod stream_transport;
 pub mod tables;
+pub mod tls;
 pub mod transport;
 pub mod wire;
 
@@ -30,6 +34,7 @@ use tokio::sync::mpsc;
 pub use server::Relay;
 
 use crate::metrics::Metrics;
+use crate::stream_transport::StreamListeners;
 use crate::transport::ClientTransport;
 
 /// Sockets the relay serves on, bound before it starts (tests bind port 0).
@@ -42,6 +47,8 @@ pub struct Listeners {
     pub transports: Vec<Arc<dyn ClientTransport>>,
     /// `/metrics` and `/health`.
     pub metrics: TcpListener,
+    /// The `listen_tcp`/`listen_tls` listeners (issue 3), served by run_with.
+    pub streams: Option<StreamListeners>,
 }
 
 /// Something to run when the configuration is reloaded (SIGHUP), after the TURN secrets.
@@ -65,21 +72,28 @@ pub async fn run_with(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
     mut reloads: mpsc::Receiver<Config>,
-    hooks: Vec<ReloadHook>,
+    mut hooks: Vec<ReloadHook>,
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
     let mut transports: Vec<Arc<dyn ClientTransport>> = listeners
         .udp
         .into_iter()
         .map(|s| Arc::new(s) as Arc<dyn ClientTransport>)
         .collect();
     transports.extend(listeners.transports);
+    if let Some(s) = &listeners.streams {
+        metrics.register_collector(Box::new(s.metrics()));
+        transports.extend(s.client_transports());
+        hooks.extend(s.reload_hook());
+    }
+    let metrics = Arc::new(metrics);
     let addrs: Vec<String> = transports
         .iter()
         .filter_map(|t| t.local_addr().ok().map(|a| a.to_string()))
         .collect();
     let relay = Relay::start(&cfg, transports, Arc::clone(&metrics)).await?;
+    let streams = listeners.streams.map(StreamListeners::spawn);
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let metrics_addr = listeners.metrics.local_addr().ok();
     let http = tokio::spawn(
@@ -96,23 +110,32 @@ pub async fn run_with(
         tokio::select! {
             () = &mut shutdown => break,
             Some(new_cfg) = reloads.recv() => {
+                // RELOADING=1 with MONOTONIC_USEC, as systemd's Type=notify-reload expects.
+                let mut reloading = vec![sd_notify::NotifyState::Reloading];
+                reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+                let _ = sd_notify::notify(false, &reloading);
                 relay.reload(&new_cfg);
                 for hook in &hooks {
                     hook(&new_cfg);
                 }
                 tracing::info!(secrets = new_cfg.turn.secrets.len(), "Configuration reloaded");
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
             }
         }
     }
     tracing::info!(allocations = relay.allocations(), "Shutting down");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    if let Some(streams) = streams {
+        streams.stop().await;
+    }
     relay.close().await;
     let _ = http_stop_tx.send(());
     let _ = tokio::time::timeout(server::CLOSE_TIMEOUT, http).await;
     Ok(())
 }
 
-/// Binds every `listen_udp` address and `metrics_listen`. Each UDP address gets several
+/// Binds every `listen_udp`, `listen_tcp` and `listen_tls` address and `metrics_listen`
+/// (and loads the TLS certificate). Each UDP address gets several
 /// SO_REUSEPORT sockets (twice the cores, 4 to 8): the kernel spreads clients over them by
 /// address hash, so bursts spread over several receive queues and tasks. Measured with
 /// `scripts/bench-udp.sh`: with 2 sockets the listener queues overflowed under the heavy
@@ -141,6 +164,7 @@ pub fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
         udp,
         transports: Vec::new(),
         metrics: TcpListener::from_std(metrics)?,
+        streams: StreamListeners::bind(cfg)?,
     })
 }
 
@@ -189,7 +213,7 @@ pub fn main_with(cfg: Config) -> anyhow::Result<()> {
                 tracing::error!("Signal handling failed: {e:#}");
             }
         };
-        // Issue 3 (TLS) pushes its certificate reload onto these hooks.
+        // The TLS certificate reload is added by run_with from `listeners.streams`.
         let hooks: Vec<ReloadHook> = Vec::new();
         let result = run_with(cfg, listeners, shutdown, rx, hooks, || {
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -214,6 +238,7 @@ mod tests {
             udp: vec![udp],
             transports: Vec::new(),
             metrics: TcpListener::bind("127.0.0.1:0").await.expect("bind tcp"),
+            streams: None,
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(run(cfg, listeners, async {

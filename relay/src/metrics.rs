@@ -1,6 +1,7 @@
 //! Prometheus metrics of one relay instance (SPEC section 3). No per-username labels: the
 //! only labels are small fixed sets (direction, reason, request, scope).
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -145,6 +146,11 @@ impl Metrics {
         self.quota_rejections
             .get_or_create(&[("scope", scope)])
             .inc();
+    }
+
+    /// Adds metrics computed on each scrape (e.g. the TCP/TLS listeners').
+    pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
     }
 
     /// The text exposition format.

@@ -112,6 +112,12 @@ impl Relay {
         self.gate.creds.set_secrets(cfg.turn.secrets.clone());
     }
 
+    /// The gate, for tests that inspect the tables.
+    #[cfg(test)]
+    pub(crate) fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+
     /// Live allocations.
     #[must_use]
     pub fn allocations(&self) -> usize {

@@ -26,6 +26,12 @@ pub trait ClientTransport: Send + Sync + std::fmt::Debug + 'static {
     async fn send_to(&self, buf: &[u8], client: SocketAddr) -> io::Result<usize>;
     /// The listener's address (the server side of the 5-tuple).
     fn local_addr(&self) -> io::Result<SocketAddr>;
+    /// Whether clients reach us over a connection (TCP/TLS): their address is verified by
+    /// the handshake, and a request we drop is never retransmitted (RFC 8489 section
+    /// 6.2.2), so the per-source limit for unauthenticated requests does not apply.
+    fn is_stream(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait]
