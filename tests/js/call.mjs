@@ -35,7 +35,7 @@ try {
     page.on("console", (m) => { if (m.type() === "error" || m.type() === "warning" || process.env.DEBUG) process.stderr.write(`[${name}] ${m.text()}\n`); });
     const q = new URLSearchParams({ room, name, autojoin: "1", ...(process.env.DEBUG ? { debug: "1" } : {}), ...(relay ? { relay: "1" } : {}) });
     await page.goto(new URL("?" + q, url).toString());
-    await page.waitForFunction(() => window.switchboard && window.switchboard.joined, null, { timeout: 15000 });
+    await page.waitForFunction(() => window.switchboard && window.switchboard.joined, null, { timeout: 30000 });
     pages.push(page);
   }
   // Connected over a relay candidate, bytes both ways, and heartbeat data received.
