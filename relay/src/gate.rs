@@ -226,16 +226,7 @@ impl Gate {
         let Some(peer) = alloc.channel_peer(number, now) else {
             return Inbound::Drop;
         };
-        if !alloc.within_bitrate(len, now) {
-            self.metrics.bitrate_dropped.inc();
-            return Inbound::Drop;
-        }
-        Inbound::ToPeer {
-            alloc,
-            peer,
-            start,
-            len,
-        }
+        self.to_peer(alloc, peer, start, len, now)
     }
 
     /// RFC 8656 section 11.2: a Send indication goes to its peer if a permission exists;
@@ -267,6 +258,18 @@ impl Gate {
         let Some((start, len)) = data_bounds(m) else {
             return Inbound::Drop;
         };
+        self.to_peer(alloc, peer, start, len, now)
+    }
+
+    /// Relays `len` bytes at `start` to `peer` if the allocation's bitrate budget allows.
+    fn to_peer(
+        &self,
+        alloc: Arc<AllocState>,
+        peer: SocketAddr,
+        start: usize,
+        len: usize,
+        now: Instant,
+    ) -> Inbound {
         if !alloc.within_bitrate(len, now) {
             self.metrics.bitrate_dropped.inc();
             return Inbound::Drop;
