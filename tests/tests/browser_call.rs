@@ -30,6 +30,11 @@ struct CallResult {
 static ONE_CALL_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn place_call(ports: &Ports, extra: &[&str]) -> CallResult {
+    let url = format!("http://127.0.0.1:{}/", ports.signaling);
+    place_call_at(&url, extra)
+}
+
+fn place_call_at(url: &str, extra: &[&str]) -> CallResult {
     let _turn = ONE_CALL_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -39,10 +44,9 @@ fn place_call(ports: &Ports, extra: &[&str]) -> CallResult {
         js("node_modules/playwright-core").is_dir(),
         "tests/js/node_modules is missing: run `npm ci` in tests/js (scripts/test.sh does)"
     );
-    let url = format!("http://127.0.0.1:{}/", ports.signaling);
     let out = Command::new(node)
         .arg(js("call.mjs"))
-        .args(["--url", &url])
+        .args(["--url", url])
         .args(extra)
         .output()
         .expect("run node");
@@ -66,13 +70,22 @@ fn start_both(config: &str) -> (Service, Service) {
 }
 
 fn assert_relayed(r: &CallResult, proto: &str, relay: &Service, signaling: &Service) {
+    assert_relayed_with_logs(r, proto, &|| {
+        format!(
+            "--- relay ---\n{}\n--- signaling ---\n{}",
+            relay.logs(),
+            signaling.logs()
+        )
+    });
+}
+
+fn assert_relayed_with_logs(r: &CallResult, proto: &str, logs: &dyn Fn() -> String) {
     assert!(
         r.ok,
-        "call did not connect over TURN/{proto}: {}\n--- node stderr ---\n{}\n--- relay ---\n{}\n--- signaling ---\n{}",
+        "call did not connect over TURN/{proto}: {}\n--- node stderr ---\n{}\n{}",
         r.json,
         r.stderr,
-        relay.logs(),
-        signaling.logs()
+        logs()
     );
     let pages = r.json["pages"].as_array().expect("pages");
     assert_eq!(pages.len(), 2, "{}", r.json);
@@ -207,4 +220,106 @@ fn a_call_with_the_relay_down_never_connects() {
         r.json
     );
     assert_signaling_worked_but_no_relay(&r);
+}
+
+/// The README's run command, as a new user types it (`bash scripts/run-local.sh`, no file, so
+/// the built-in development defaults on their fixed loopback ports): it prints the demo URL,
+/// two pages opened at that URL connect a relay-only call, and Ctrl-C stops both services.
+#[test]
+fn the_readme_run_command_serves_a_demo_that_connects_a_call_and_stops_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex, mpsc};
+    use std::time::Duration;
+
+    let _ = require_tool("curl");
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    // The script changes to the repository root, which holds no switchboard.toml in a clean
+    // clone, so the services run on the built-in development defaults.
+    let mut script = Command::new("bash")
+        .arg(repo.join("scripts/run-local.sh"))
+        .env("SWITCHBOARD_BIN_DIR", switchboard_tests::bin_dir())
+        .env_remove("SWITCHBOARD_CONFIG")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("run scripts/run-local.sh");
+    let pgid = script.id();
+    let stderr = script.stderr.take().expect("stderr pipe");
+    let log = Arc::new(Mutex::new(String::new()));
+    let (url_tx, url_rx) = mpsc::channel();
+    let reader = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("Demo: open ").nth(1) {
+                    let url = rest.split_whitespace().next().unwrap_or_default();
+                    let _ = url_tx.send(url.to_string());
+                }
+                let mut l = log
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                l.push_str(&line);
+                l.push('\n');
+            }
+        })
+    };
+    let logs = || {
+        log.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    };
+    let stop = |sig: &str| {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg("--")
+            .arg(format!("-{pgid}"))
+            .status();
+    };
+
+    let Ok(url) = url_rx.recv_timeout(Duration::from_secs(60)) else {
+        stop("KILL");
+        let _ = script.wait();
+        panic!("run-local.sh printed no demo URL within 60 s:\n{}", logs());
+    };
+    assert_eq!(url, "http://127.0.0.1:8080/", "{}", logs());
+    let r = place_call_at(&url, &["--expect-relay-protocol", "udp"]);
+
+    // Ctrl-C in a terminal signals the whole foreground process group.
+    stop("INT");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let exited = loop {
+        if let Ok(Some(_)) = script.try_wait() {
+            break true;
+        }
+        if std::time::Instant::now() >= deadline {
+            stop("KILL");
+            let _ = script.wait();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = reader.join();
+    assert_relayed_with_logs(&r, "udp", &logs);
+    assert!(exited, "run-local.sh did not stop on Ctrl-C:\n{}", logs());
+    let all = logs();
+    assert!(
+        all.contains("DEVELOPMENT defaults"),
+        "the development defaults are announced loudly:\n{all}"
+    );
+    // Both services are gone: their fixed ports are free again.
+    assert!(
+        std::net::TcpListener::bind("127.0.0.1:8080").is_ok(),
+        "signaling still holds 8080:\n{all}"
+    );
+    assert!(
+        std::net::UdpSocket::bind("127.0.0.1:3478").is_ok(),
+        "relay still holds 3478/udp:\n{all}"
+    );
 }
