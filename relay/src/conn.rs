@@ -90,7 +90,10 @@ impl Conn for ListenerConn {
                 Ok(Received::Message { len, from }) => (len, from),
                 Ok(Received::Closed(client)) => {
                     // Hand the crate a Refresh with LIFETIME 0 so it deletes the allocation.
-                    match self.gate.client_closed(self.local, client) {
+                    match self
+                        .gate
+                        .client_closed(self.transport.as_ref(), self.local, client)
+                    {
                         Some(bytes) if bytes.len() <= buf.len() => {
                             buf[..bytes.len()].copy_from_slice(&bytes);
                             self.put_buf(own);

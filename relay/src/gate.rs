@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::nonce::{NonceCheck, NonceIssuer};
 use crate::policy::PeerPolicy;
 use crate::quota::{AllocationQuota, QuotaError, SourceLimiter};
-use crate::tables::{AllocState, Tables};
+use crate::tables::{AllocState, ClientKey, Tables};
 use crate::transport::ClientTransport;
 use crate::wire;
 
@@ -173,7 +173,7 @@ impl Gate {
         client: SocketAddr,
     ) -> Option<Arc<AllocState>> {
         self.tables
-            .get(&(local, client))
+            .get(&ClientKey::new(transport.as_ref(), local, client))
             .filter(|a| std::ptr::addr_eq(Arc::as_ptr(&a.transport), Arc::as_ptr(transport)))
     }
 

@@ -56,6 +56,9 @@ impl ClientTransport for ChannelTransport {
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         Ok(self.local)
     }
+    fn is_stream(&self) -> bool {
+        true
+    }
 }
 
 fn allocate(tid: TransactionId, auth: Option<(&str, &str, &str, &str)>) -> Vec<u8> {

@@ -29,9 +29,27 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Identifies a client: the listener's local address and the client's address on it (a
-/// TCP/TLS multiplexer gives each stream its own client address).
-pub type ClientKey = (SocketAddr, SocketAddr);
+/// Identifies a client: the kind of transport, the listener's local address and the client's
+/// address on it (a TCP/TLS multiplexer gives each stream its own client address). UDP and
+/// TCP listeners may share an address, and a UDP and a TCP client may share an ip:port, so
+/// the transport kind is part of the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    pub stream: bool,
+    pub local: SocketAddr,
+    pub client: SocketAddr,
+}
+
+impl ClientKey {
+    #[must_use]
+    pub fn new(transport: &dyn ClientTransport, local: SocketAddr, client: SocketAddr) -> Self {
+        Self {
+            stream: transport.is_stream(),
+            local,
+            client,
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct Channels {
@@ -227,7 +245,11 @@ impl Tables {
             }
         }
         let state = slot.state.get()?;
-        let key = (state.transport.local_addr().ok()?, state.client);
+        let key = ClientKey::new(
+            state.transport.as_ref(),
+            state.transport.local_addr().ok()?,
+            state.client,
+        );
         let mut by_client = write(&self.by_client);
         if by_client.get(&key).is_some_and(|s| Arc::ptr_eq(s, state)) {
             by_client.remove(&key);

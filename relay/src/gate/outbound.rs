@@ -12,7 +12,7 @@ use stun::message::{
 };
 
 use super::{Gate, Outbound, Pending, SYNTHETIC_CLIENT, lock};
-use crate::tables::{AllocState, RelaySlot};
+use crate::tables::{AllocState, ClientKey, RelaySlot};
 use crate::transport::ClientTransport;
 use crate::wire;
 
@@ -148,7 +148,8 @@ impl Gate {
             return;
         }
         tracing::debug!(%client, relayed = %slot.advertised, "Allocation created");
-        self.tables.insert((local, client), state);
+        let key = ClientKey::new(state.transport.as_ref(), local, client);
+        self.tables.insert(key, state);
         self.metrics.allocations.inc();
         self.metrics.allocations_created.inc();
     }
@@ -156,8 +157,13 @@ impl Gate {
     /// A stream client's connection ended: the Refresh (LIFETIME 0, RFC 8656 section 7.4)
     /// to hand the crate on its behalf, signed with the Allocate's key and the crate's nonce.
     #[must_use]
-    pub fn client_closed(&self, local: SocketAddr, client: SocketAddr) -> Option<Vec<u8>> {
-        let alloc = self.tables.get(&(local, client))?;
+    pub fn client_closed(
+        &self,
+        transport: &dyn ClientTransport,
+        local: SocketAddr,
+        client: SocketAddr,
+    ) -> Option<Vec<u8>> {
+        let alloc = self.tables.get(&ClientKey::new(transport, local, client))?;
         let (username, key) = alloc.credential.get()?;
         let nonce = self
             .crate_nonce

@@ -27,8 +27,9 @@ use crate::tables::RelaySlot;
 const NOW: u64 = 1_800_000_000;
 const SECRET: &str = "unit-secret";
 
+/// A listener on this address; `true` = a TCP/TLS stream listener.
 #[derive(Debug)]
-struct FakeTransport(SocketAddr);
+struct FakeTransport(SocketAddr, bool);
 
 #[async_trait]
 impl ClientTransport for FakeTransport {
@@ -41,6 +42,9 @@ impl ClientTransport for FakeTransport {
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         Ok(self.0)
     }
+    fn is_stream(&self) -> bool {
+        self.1
+    }
 }
 
 struct Fixture {
@@ -52,6 +56,11 @@ struct Fixture {
 }
 
 fn fixture(allowed: Vec<ipnet::IpNet>) -> Fixture {
+    fixture_on(allowed, false)
+}
+
+/// A fixture whose client reaches the relay over a stream listener (`stream`) or UDP.
+fn fixture_on(allowed: Vec<ipnet::IpNet>, stream: bool) -> Fixture {
     let local: SocketAddr = "127.0.0.1:3478".parse().expect("addr");
     let cfg = GateConfig {
         realm: "r".into(),
@@ -75,7 +84,7 @@ fn fixture(allowed: Vec<ipnet::IpNet>) -> Fixture {
     );
     Fixture {
         gate,
-        transport: Arc::new(FakeTransport(local)),
+        transport: Arc::new(FakeTransport(local, stream)),
         local,
         client: "198.51.100.20:40000".parse().expect("addr"),
         t0: Instant::now(),
@@ -262,8 +271,10 @@ async fn the_bitrate_limit_drops_what_exceeds_the_budget() {
             .expect("bind"),
     );
     let t0 = Instant::now();
-    let transport: Arc<dyn ClientTransport> =
-        Arc::new(FakeTransport("127.0.0.1:3478".parse().expect("addr")));
+    let transport: Arc<dyn ClientTransport> = Arc::new(FakeTransport(
+        "127.0.0.1:3478".parse().expect("addr"),
+        false,
+    ));
     let alloc = AllocState::new(
         "198.51.100.1:1".parse().expect("addr"),
         transport,
@@ -282,7 +293,13 @@ async fn the_bitrate_limit_drops_what_exceeds_the_budget() {
 /// A fixture whose client holds an allocation (the crate's success response replayed),
 /// and the credential it used.
 async fn allocated() -> (Fixture, switchboard_config::credentials::Credential, String) {
-    let f = fixture(vec![]);
+    allocated_on(false).await
+}
+
+async fn allocated_on(
+    stream: bool,
+) -> (Fixture, switchboard_config::credentials::Credential, String) {
+    let f = fixture_on(vec![], stream);
     f.teach_crate_nonce();
     let c = mint(
         &SecretString::from(SECRET.to_string()),
@@ -360,10 +377,10 @@ async fn create_permission_naming_any_denied_peer_gets_403() {
 /// LIFETIME 0 signed with the Allocate's key and its own nonce, and deletes the allocation.
 #[tokio::test]
 async fn a_closed_stream_client_gets_its_allocation_released_by_a_signed_refresh() {
-    let (f, c, _) = allocated().await;
+    let (f, c, _) = allocated_on(true).await;
     let bytes = f
         .gate
-        .client_closed(f.local, f.client)
+        .client_closed(f.transport.as_ref(), f.local, f.client)
         .expect("a release request");
     let mut m = decode(&bytes);
     assert_eq!(
@@ -379,5 +396,52 @@ async fn a_closed_stream_client_gets_its_allocation_released_by_a_signed_refresh
         .check(&mut m)
         .expect("signed with the client's key");
     let stranger: SocketAddr = "198.51.100.99:1".parse().expect("addr");
-    assert!(f.gate.client_closed(f.local, stranger).is_none());
+    assert!(
+        f.gate
+            .client_closed(f.transport.as_ref(), f.local, stranger)
+            .is_none()
+    );
+}
+
+/// A UDP and a TCP listener may share an address and a UDP and a TCP client an ip:port: each
+/// client finds only its own allocation, and releasing one leaves the other.
+#[tokio::test]
+async fn a_udp_and_a_stream_client_with_one_ip_port_keep_separate_allocations() {
+    let local: SocketAddr = "127.0.0.1:3478".parse().expect("addr");
+    let client: SocketAddr = "198.51.100.7:50000".parse().expect("addr");
+    let tables = Tables::default();
+    let t0 = Instant::now();
+    let mut slots = Vec::new();
+    for stream in [false, true] {
+        let transport: Arc<dyn ClientTransport> = Arc::new(FakeTransport(local, stream));
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let relayed = socket.local_addr().expect("addr");
+        let slot = Arc::new(RelaySlot::new(socket, relayed));
+        let state = Arc::new(AllocState::new(
+            client,
+            Arc::clone(&transport),
+            Arc::clone(&slot.socket),
+            if stream { "tcp-user" } else { "udp-user" }.into(),
+            None,
+            t0,
+        ));
+        slot.state.set(Arc::clone(&state)).expect("fresh slot");
+        tables.add_slot(Arc::clone(&slot));
+        tables.insert(ClientKey::new(transport.as_ref(), local, client), state);
+        slots.push(slot);
+    }
+    assert_eq!(tables.allocations(), 2);
+    let key = |stream| ClientKey {
+        stream,
+        local,
+        client,
+    };
+    let user = |stream| tables.get(&key(stream)).map(|a| a.user.clone());
+    assert_eq!(user(false).as_deref(), Some("udp-user"));
+    assert_eq!(user(true).as_deref(), Some("tcp-user"));
+    tables.remove_slot(&slots[1]);
+    assert_eq!(user(true), None);
+    assert_eq!(user(false).as_deref(), Some("udp-user"));
 }

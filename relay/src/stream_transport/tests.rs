@@ -239,7 +239,11 @@ fn relay_alloc(
     relay
         .gate()
         .tables
-        .get(&(local, client))
+        .get(&crate::tables::ClientKey {
+            stream: true,
+            local,
+            client,
+        })
         .expect("the TCP client's allocation")
 }
 
