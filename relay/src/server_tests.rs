@@ -30,6 +30,7 @@ type Incoming = (Vec<u8>, Option<SocketAddr>, SocketAddr);
 #[derive(Debug)]
 struct ChannelTransport {
     local: SocketAddr,
+    stream: bool,
     inbound: Mutex<mpsc::Receiver<Incoming>>,
     outbound: mpsc::UnboundedSender<Vec<u8>>,
 }
@@ -57,7 +58,7 @@ impl ClientTransport for ChannelTransport {
         Ok(self.local)
     }
     fn is_stream(&self) -> bool {
-        true
+        self.stream
     }
 }
 
@@ -108,6 +109,7 @@ async fn a_stream_client_that_disconnects_loses_its_allocation() {
     let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     let transport = Arc::new(ChannelTransport {
         local: "127.0.0.1:3478".parse().expect("addr"),
+        stream: true,
         inbound: Mutex::new(in_rx),
         outbound: out_tx,
     });
@@ -148,5 +150,59 @@ async fn a_stream_client_that_disconnects_loses_its_allocation() {
         "{released}"
     );
     assert_eq!(relay.allocations(), 0);
+    relay.close().await;
+}
+
+/// A UDP and a TCP listener on one ip:port, and a UDP and a TCP client with one ip:port:
+/// each gets its own allocation, in the crate (one allocation manager per listener) and in
+/// our client table (keyed by transport kind too).
+#[tokio::test]
+async fn a_udp_and_a_tcp_client_with_one_ip_port_each_get_an_allocation() {
+    let cfg = switchboard_config::load_development(Component::Relay).expect("dev config");
+    let realm = cfg.turn.realm.clone();
+    let local: SocketAddr = "127.0.0.1:3478".parse().expect("addr");
+    let client: SocketAddr = "198.51.100.6:6666".parse().expect("addr");
+    let mut transports: Vec<Arc<dyn ClientTransport>> = Vec::new();
+    let mut pipes = Vec::new();
+    for stream in [false, true] {
+        let (in_tx, in_rx) = mpsc::channel(16);
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        transports.push(Arc::new(ChannelTransport {
+            local,
+            stream,
+            inbound: Mutex::new(in_rx),
+            outbound: out_tx,
+        }));
+        pipes.push((in_tx, out_rx));
+    }
+    let relay = Relay::start(&cfg, transports, Arc::new(Metrics::new()))
+        .await
+        .expect("start");
+    for (i, (in_tx, out_rx)) in pipes.iter_mut().enumerate() {
+        let cred = mint(
+            cfg.turn.secrets.signing(),
+            &format!("user-{i}"),
+            Duration::from_secs(600),
+            switchboard_config::unix_now(),
+        );
+        in_tx
+            .send((allocate(TransactionId::new(), None), None, client))
+            .await
+            .expect("send");
+        let nonce = crate::wire::text(&next(out_rx).await, ATTR_NONCE).expect("nonce");
+        let auth = Some((
+            cred.username.as_str(),
+            cred.password.as_str(),
+            realm.as_str(),
+            nonce.as_str(),
+        ));
+        in_tx
+            .send((allocate(TransactionId::new(), auth), None, client))
+            .await
+            .expect("send");
+        let ok = next(out_rx).await;
+        assert_eq!(ok.typ.class, CLASS_SUCCESS_RESPONSE, "transport {i}: {ok}");
+    }
+    assert_eq!(relay.allocations(), 2);
     relay.close().await;
 }
