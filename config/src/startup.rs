@@ -1,7 +1,10 @@
 //! Start-up shared by both binaries: command line, `--check-config`, config loading, logging.
 
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use tracing_subscriber::EnvFilter;
@@ -22,6 +25,11 @@ struct Args {
     /// exit: 0 when valid, 2 with the file, key, line and cause when not
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     check_config: Option<Option<PathBuf>>,
+    /// Probe the running service: GET /health on the configured address (signaling.listen
+    /// or relay.metrics_listen; loopback when it is a wildcard) and exit 0 on 200 OK, 1
+    /// otherwise. For container health checks
+    #[arg(long, conflicts_with = "check_config")]
+    health: bool,
 }
 
 /// What the binary should do after start-up.
@@ -78,6 +86,25 @@ pub fn startup(component: Component) -> Startup {
             return Startup::Exit(ExitCode::from(EXIT_CONFIG));
         }
     };
+    if args.health {
+        let addr = probe_addr(match component {
+            Component::Signaling => cfg.signaling.listen,
+            Component::Relay => cfg.relay.metrics_listen,
+        });
+        return match probe_health(addr, HEALTH_TIMEOUT) {
+            Ok(()) => {
+                #[allow(clippy::print_stdout)] // --health answers on stdout.
+                {
+                    println!("healthy: http://{addr}/health answered 200");
+                }
+                Startup::Exit(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("unhealthy: http://{addr}/health: {e}");
+                Startup::Exit(ExitCode::FAILURE)
+            }
+        };
+    }
     if let Err(e) = init_logging(&cfg) {
         eprintln!("error: invalid configuration: key `log_level`: {e}");
         return Startup::Exit(ExitCode::from(EXIT_CONFIG));
@@ -87,6 +114,47 @@ pub fn startup(component: Component) -> Startup {
     }
     tracing::info!(summary = %cfg.summary(component), "Configuration loaded");
     Startup::Run(Box::new(cfg))
+}
+
+/// How long `--health` waits for connect and answer together.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The address to probe for a listen address: a wildcard becomes the loopback of its family.
+#[must_use]
+pub fn probe_addr(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
+
+/// `GET /health` over plain HTTP/1.0; `Ok` when the status line says 200. A dozen lines of
+/// std instead of an HTTP client dependency in both binaries.
+pub fn probe_health(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    stream
+        .set_read_timeout(Some(left))
+        .and_then(|()| stream.set_write_timeout(Some(left)))
+        .map_err(|e| e.to_string())?;
+    write!(stream, "GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut head = Vec::with_capacity(64);
+    stream
+        .take(256)
+        .read_to_end(&mut head)
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&head);
+    let status = text.lines().next().unwrap_or_default();
+    match status.split_whitespace().nth(1) {
+        Some("200") => Ok(()),
+        Some(code) => Err(format!("answered {code}")),
+        None => Err("no HTTP answer".into()),
+    }
 }
 
 /// Logs to stderr, human or JSON; `RUST_LOG` wins over `log_level`.
@@ -106,4 +174,56 @@ pub fn init_logging(cfg: &Config) -> Result<(), String> {
     // A second init (in tests) is harmless.
     let _ = result;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener};
+    use std::time::Duration;
+
+    use super::{probe_addr, probe_health};
+
+    /// A one-shot HTTP server answering `reply` to the first request it reads.
+    fn serve_once(reply: &'static [u8]) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(reply);
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn wildcard_listen_addresses_are_probed_on_loopback() {
+        let p = |s: &str| probe_addr(s.parse().expect("addr")).to_string();
+        assert_eq!(p("0.0.0.0:8080"), "127.0.0.1:8080");
+        assert_eq!(p("[::]:9641"), "[::1]:9641");
+        assert_eq!(p("10.1.2.3:8080"), "10.1.2.3:8080");
+        assert_eq!(p("127.0.0.1:1"), "127.0.0.1:1");
+    }
+
+    #[test]
+    fn health_probe_is_ok_only_on_200() {
+        let t = Duration::from_secs(5);
+        let ok = serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n");
+        assert_eq!(probe_health(ok, t), Ok(()));
+        let unavailable = serve_once(b"HTTP/1.1 503 Service Unavailable\r\n\r\n");
+        assert_eq!(probe_health(unavailable, t), Err("answered 503".into()));
+        let garbage = serve_once(b"");
+        assert_eq!(probe_health(garbage, t), Err("no HTTP answer".into()));
+    }
+
+    #[test]
+    fn health_probe_fails_when_nothing_listens() {
+        let addr = {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        assert!(probe_health(addr, Duration::from_secs(5)).is_err());
+    }
 }

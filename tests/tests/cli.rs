@@ -1,4 +1,4 @@
-//! The command line an operator meets first: `--check-config`, `--help`, `--version`.
+//! The command line an operator meets first: `--check-config`, `--health`, `--help`, `--version`.
 
 use std::process::Command;
 
@@ -104,6 +104,46 @@ fn version_and_help_answer() {
         assert!(
             help.contains("--check-config") && help.contains("--config"),
             "{help}"
+        );
+    }
+}
+
+#[test]
+fn health_flag_probes_the_running_service_and_fails_once_it_is_gone() {
+    use switchboard_tests::{Ports, Service, test_config};
+    let ports = Ports::new();
+    let config = test_config(&ports, "");
+    let mut relay = Service::start("switchboard-relay", &config);
+    let mut signaling = Service::start("switchboard-signaling", &config);
+    let file = signaling.dir().join("switchboard.toml");
+    let probe = |name: &str| {
+        Command::new(bin(name))
+            .arg("--config")
+            .arg(&file)
+            .arg("--health")
+            .output()
+            .expect("run --health")
+    };
+    for name in ["switchboard-signaling", "switchboard-relay"] {
+        let out = probe(name);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("healthy"));
+    }
+    for svc in [&mut signaling, &mut relay] {
+        svc.signal("TERM");
+        svc.wait_exit(std::time::Duration::from_secs(15))
+            .expect("stops on SIGTERM");
+    }
+    for name in ["switchboard-signaling", "switchboard-relay"] {
+        let out = probe(name);
+        assert_eq!(out.status.code(), Some(1), "{name} after stop");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).starts_with("unhealthy"),
+            "{name}"
         );
     }
 }
