@@ -34,9 +34,10 @@ ENV SWITCHBOARD_CONFIG=/etc/switchboard/switchboard.toml
 USER switchboard:switchboard
 # signaling HTTP + Socket.IO; STUN/TURN udp+tcp; TURN over TLS; relay metrics; relayed ports.
 EXPOSE 8080/tcp 3478/udp 3478/tcp 5349/tcp 443/tcp 9641/tcp 49152-65535/udp
-# Healthy when whichever service runs answers /health (signaling on 8080, relay metrics on 9641).
-HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["bash", "-c", "for p in ${SWITCHBOARD_HEALTH_PORTS:-8080 9641}; do exec 3<>/dev/tcp/127.0.0.1/$p 2>/dev/null || continue; printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3; head -n1 <&3 | grep -q ' 200 ' && exit 0; done; exit 1"]
+# Healthy when the service running as PID 1 answers GET /health on the address its config
+# names (`--health`: signaling.listen, or relay.metrics_listen for the relay).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["sh", "-c", "for b in switchboard-signaling switchboard-relay; do if grep -qa \"$b\" /proc/1/cmdline; then exec \"$b\" --health; fi; done; echo 'no switchboard service runs as PID 1' >&2; exit 1"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT []
 CMD ["switchboard-signaling"]
