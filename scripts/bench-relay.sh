@@ -23,6 +23,9 @@ for tool in turnserver turnutils_uclient openssl ss; do
   command -v "$tool" >/dev/null || { echo "bench-relay: $tool not found (apt-get install coturn openssl iproute2)" >&2; exit 2; }
 done
 
+# The distribution's coturn service must not take ports or CPU during the run.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop coturn >/dev/null 2>&1 || true; fi
+
 relay_bin=${RELAY_BIN:-target/release/switchboard-relay}
 base=${BENCH_PORT_BASE:-34780}
 bound=${BENCH_TIMEOUT:-300}
@@ -49,7 +52,7 @@ secret=$(openssl rand -hex 24)
 n=${BENCH_N:-5000}
 declare -A row_flags=(
   [udp]="-y -m 50 -n $n -l 170 -z 0"
-  [udp-heavy]="-y -m 100 -n $n -l 170 -z 0"
+  [udp-heavy]="-y -m 100 -n $n -l 1000 -z 0"
   [tcp]="-t -y -m 50 -n $n -l 170 -z 0"
   [tls]="-S -t -y -m 50 -n $n -l 170 -z 0"
   [tls-paced]="-S -t -y -m 50 -n $((n / 10)) -l 170 -z 20"
