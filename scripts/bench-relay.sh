@@ -3,7 +3,7 @@
 #
 # Runs each load over UDP, TCP and TLS against a fresh coturn (`turnserver`, TURN REST secret)
 # and a fresh switchboard-relay (same secret), one server at a time, on loopback only, and
-# prints loss %, wall time and the server's peak RSS for both, with our/coturn ratios.
+# prints loss %, wall time, the server's peak RSS and CPU time for both, with our/coturn ratios.
 # A row our relay cannot serve (no listener, failed allocation, crash) is reported as
 # "n/a" with the reason; the coturn rows always run.
 #
@@ -16,6 +16,9 @@
 #   BENCH_PORT_BASE=N     ports N..N+3 for listeners (default 34780)
 #   BENCH_TIMEOUT=S       bound on one uclient run in seconds (default 300)
 #   BENCH_N=N             messages per client instead of 5000 (a quick smoke run)
+#   BENCH_DROPS=1         also sample the kernel's per-socket UDP drop counters (ss) every
+#                         0.5 s and print where packets were dropped: at the client's
+#                         sockets or at the server's (the loss figure alone cannot tell)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -132,7 +135,42 @@ stop_server() {
   server_pid=""
 }
 
-# --- One measurement: prints "loss|wall|rss_kb|note" ---------------------------------------
+# CPU seconds (user + system) the server has used so far, from /proc/PID/stat.
+cpu_seconds() {
+  local ticks
+  ticks=$(getconf CLK_TCK)
+  # Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
+  sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null |
+    awk -v t="$ticks" '{ printf "%.1f\n", ($12 + $13) / t }'
+}
+
+# Samples `ss -uanmp` every 0.5 s into $1 until the file $1.stop exists.
+sample_drops() {
+  local dir=$1 i=0
+  mkdir -p "$dir"
+  while [ ! -e "$dir.stop" ]; do
+    i=$((i + 1))
+    ss -uanmp >"$dir/$i" 2>/dev/null || true
+    sleep 0.5
+  done
+}
+
+# The highest drop count seen per UDP socket, summed per process: "client server".
+# Sockets close at the end of a run, so these are lower bounds.
+sum_drops() {
+  cat "$1"/* 2>/dev/null | awk '
+    /users:\(\("/ { match($0, /users:\(\("[^"]+/); name = substr($0, RSTART + 9, RLENGTH - 9); key = name " " $4; next }
+    /skmem:/ && key != "" {
+      if (match($0, /,d[0-9]+\)/)) { d = substr($0, RSTART + 2, RLENGTH - 3) + 0; if (d > max[key]) max[key] = d }
+      key = ""
+    }
+    END {
+      for (k in max) { split(k, p, " "); if (p[1] ~ /^turnutils/) c += max[k]; else s += max[k] }
+      printf "%d %d\n", c, s
+    }'
+}
+
+# --- One measurement: prints "loss|wall|rss_kb|cpu_s|note" ---------------------------------
 measure() {
   local server=$1 row=$2 proto=u port
   case $row in tcp | tls*) proto=t ;; esac
@@ -140,39 +178,50 @@ measure() {
     start_coturn
     port=$ct_port; [[ $row == tls* ]] && port=$ct_tls
   else
-    if ! start_ours; then echo "n/a|n/a|n/a|no binary at $relay_bin"; return; fi
+    if ! start_ours; then echo "n/a|n/a|n/a|n/a|no binary at $relay_bin"; return; fi
     port=$our_port; [[ $row == tls* ]] && port=$our_tls
   fi
   if ! wait_listening "$proto" "$port"; then
     local why="not listening on $proto:$port"
     kill -0 "$server_pid" 2>/dev/null || why="exited at start-up: $(last_error "$work/$server.out")"
     stop_server
-    echo "n/a|n/a|n/a|$why"
+    echo "n/a|n/a|n/a|n/a|$why"
     return
   fi
-  local out="$work/$server-$row.uclient" t0 t1 rc=0
+  local out="$work/$server-$row.uclient" t0 t1 rc=0 sampler=""
+  if [ -n "${BENCH_DROPS:-}" ]; then
+    sample_drops "$work/ss-$server-$row" &
+    sampler=$!
+  fi
   t0=$(date +%s.%N)
   # shellcheck disable=SC2086 # the flags are words on purpose
   timeout "$bound" turnutils_uclient ${row_flags[$row]} -W "$secret" -p "$port" 127.0.0.1 \
     >"$out" 2>&1 || rc=$?
   t1=$(date +%s.%N)
-  local rss alive=1
+  if [ -n "$sampler" ]; then
+    touch "$work/ss-$server-$row.stop"
+    wait "$sampler" 2>/dev/null || true
+    # measure runs in a subshell: the table reads this file.
+    sum_drops "$work/ss-$server-$row" >"$work/drops-$server-$row"
+  fi
+  local rss cpu alive=1
   rss=$(awk '/^VmHWM:/ {print $2}' "/proc/$server_pid/status" 2>/dev/null || true)
+  cpu=$(cpu_seconds "$server_pid" || true)
   kill -0 "$server_pid" 2>/dev/null || alive=0
   stop_server
   local loss
   loss=$(grep -oE 'Total lost packets [0-9]+ \([0-9.]+%\)' "$out" | tail -n1 | grep -oE '[0-9.]+%' | tr -d % || true)
   if [ "$alive" = 0 ]; then
-    echo "n/a|n/a|n/a|server died during the run"
+    echo "n/a|n/a|n/a|n/a|server died during the run"
   elif [ "$rc" = 124 ]; then
-    echo "n/a|n/a|${rss:-n/a}|uclient timed out after ${bound}s"
+    echo "n/a|n/a|${rss:-n/a}|${cpu:-n/a}|uclient timed out after ${bound}s"
   elif [ -z "$loss" ] || [ "$rc" != 0 ]; then
-    echo "n/a|n/a|${rss:-n/a}|uclient failed (rc $rc): $(grep -m1 -iE 'error|cannot|fail' "$out" | cut -c1-50)"
+    echo "n/a|n/a|${rss:-n/a}|${cpu:-n/a}|uclient failed (rc $rc): $(grep -m1 -iE 'error|cannot|fail' "$out" | cut -c1-50)"
   else
     local sent
     sent=$(grep -oE 'tot_send_msgs=[0-9]+, tot_recv_msgs=[0-9]+$' "$out" | tail -n1)
-    printf '%.2f|%s|%s|%s\n' "$loss" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')" \
-      "${rss:-n/a}" "$sent"
+    printf '%.2f|%s|%s|%s|%s\n' "$loss" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')" \
+      "${rss:-n/a}" "${cpu:-n/a}" "$sent"
   fi
 }
 
@@ -197,7 +246,7 @@ for row in $rows; do
   [ -n "${row_flags[$row]:-}" ] || { log "unknown row $row"; exit 2; }
   for server in coturn ours; do
     if [ -n "$only" ] && [ "$only" != "$server" ]; then
-      result[$server,$row]="n/a|n/a|n/a|skipped"
+      result[$server,$row]="n/a|n/a|n/a|n/a|skipped"
       continue
     fi
     log "$server $row: turnutils_uclient ${row_flags[$row]} -W <secret>"
@@ -206,16 +255,25 @@ for row in $rows; do
   done
 done
 
-printf '\n%-9s %-34s | %8s %9s %8s | %8s %9s %8s | %6s %6s\n' \
-  row load "loss%" "wall s" "RSS MB" "loss%" "wall s" "RSS MB" "time x" "RSS x"
-printf '%-9s %-34s | %-27s | %-27s | %s\n' "" "" "coturn $(turnserver --version 2>/dev/null | head -n1)" "switchboard-relay" "ours/coturn"
+printf '\n%-9s %-34s | %7s %7s %6s %6s | %7s %7s %6s %6s | %5s %5s %5s\n' \
+  row load "loss%" "wall s" "RSS MB" "CPU s" "loss%" "wall s" "RSS MB" "CPU s" "time" "RSS" "CPU"
+printf '%-9s %-34s | %-29s | %-29s | %s\n' "" "" "coturn $(turnserver --version 2>/dev/null | head -n1)" "switchboard-relay" "ours/coturn"
 for row in $rows; do
-  IFS='|' read -r cl cw cr _ <<<"${result[coturn,$row]}"
-  IFS='|' read -r ol ow or onote <<<"${result[ours,$row]}"
-  printf '%-9s %-34s | %8s %9s %8s | %8s %9s %8s | %6s %6s\n' \
-    "$row" "${row_flags[$row]}" "$cl" "$cw" "$(mb "$cr")" "$ol" "$ow" "$(mb "$or")" \
-    "$(ratio "$ow" "$cw")" "$(ratio "$or" "$cr")"
+  IFS='|' read -r cl cw cr cc _ <<<"${result[coturn,$row]}"
+  IFS='|' read -r ol ow or oc onote <<<"${result[ours,$row]}"
+  printf '%-9s %-34s | %7s %7s %6s %6s | %7s %7s %6s %6s | %5s %5s %5s\n' \
+    "$row" "${row_flags[$row]}" "$cl" "$cw" "$(mb "$cr")" "$cc" "$ol" "$ow" "$(mb "$or")" "$oc" \
+    "$(ratio "$ow" "$cw")" "$(ratio "$or" "$cr")" "$(ratio "$oc" "$cc")"
   [ "$ol" = n/a ] && printf '%-9s   ours not available: %s\n' "" "$onote"
 done
+if [ -n "${BENCH_DROPS:-}" ]; then
+  printf '\nUDP datagrams dropped by the kernel at full socket buffers (ss, sampled every 0.5 s; lower bounds)\n'
+  printf '%-9s | %14s %14s | %14s %14s\n' row "coturn: client" "server" "ours: client" "server"
+  for row in $rows; do
+    read -r cc cs <<<"$(cat "$work/drops-coturn-$row" 2>/dev/null || echo n/a n/a)"
+    read -r oc os <<<"$(cat "$work/drops-ours-$row" 2>/dev/null || echo n/a n/a)"
+    printf '%-9s | %14s %14s | %14s %14s\n' "$row" "$cc" "$cs" "$oc" "$os"
+  done
+fi
 printf '\nEach row: fresh server, then turnutils_uclient <load> -W <secret> -p PORT 127.0.0.1.\n'
 printf 'Load average before: %s, after: %s (%s CPUs).\n' "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(nproc)"

@@ -260,7 +260,9 @@ pub(crate) mod defaults {
     pub fn stream_idle_timeout() -> Duration {
         Duration::from_secs(60)
     }
+    /// Generous enough for many users behind one NAT (each UDP allocation costs two
+    /// requests before it exists); a spoofed source still gets at most this many 401s.
     pub fn unauth_requests_per_second() -> u32 {
-        20
+        200
     }
 }

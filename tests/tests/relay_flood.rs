@@ -139,3 +139,31 @@ fn flood(extra: &str, limited: bool) {
     let mut c = RawClient::new(server, &credential(TEST_SECRET, "legit"));
     c.allocate().expect("allocation after the flood");
 }
+
+/// Users behind one NAT share a source address. With the default limit, 150 of them
+/// allocating back to back (300 requests before their allocations exist) are all served on
+/// the first try: nothing is dropped, so nobody waits for a retransmission.
+#[test]
+fn many_users_behind_one_address_allocate_at_once_without_being_rate_limited() {
+    let ports = Ports::new();
+    let relay = Service::start("switchboard-relay", &relay_config(&ports, &[], &[], ""));
+    let server = relay_addr(&ports);
+    let mut clients: Vec<RawClient> = (0..150)
+        .map(|i| RawClient::new(server, &credential(TEST_SECRET, &format!("user{i}"))))
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert!(c.allocate().is_ok(), "allocation {i}");
+    }
+    let metrics = scrape(&ports);
+    assert_eq!(
+        sample(&metrics, "switchboard_relay_rate_limited_total"),
+        0.0,
+        "requests from the shared address were dropped"
+    );
+    assert_eq!(
+        sample(&metrics, "switchboard_relay_allocations"),
+        150.0,
+        "{metrics}"
+    );
+    drop(relay);
+}
