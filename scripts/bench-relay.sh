@@ -170,6 +170,9 @@ sum_drops() {
     }'
 }
 
+# A result row without loss and wall time: unavailable NOTE [RSS_KB CPU_S].
+unavailable() { echo "n/a|n/a|${2:-n/a}|${3:-n/a}|$1"; }
+
 # --- One measurement: prints "loss|wall|rss_kb|cpu_s|note" ---------------------------------
 measure() {
   local server=$1 row=$2 proto=u port
@@ -178,14 +181,14 @@ measure() {
     start_coturn
     port=$ct_port; [[ $row == tls* ]] && port=$ct_tls
   else
-    if ! start_ours; then echo "n/a|n/a|n/a|n/a|no binary at $relay_bin"; return; fi
+    if ! start_ours; then unavailable "no binary at $relay_bin"; return; fi
     port=$our_port; [[ $row == tls* ]] && port=$our_tls
   fi
   if ! wait_listening "$proto" "$port"; then
     local why="not listening on $proto:$port"
     kill -0 "$server_pid" 2>/dev/null || why="exited at start-up: $(last_error "$work/$server.out")"
     stop_server
-    echo "n/a|n/a|n/a|n/a|$why"
+    unavailable "$why"
     return
   fi
   local out="$work/$server-$row.uclient" t0 t1 rc=0 sampler=""
@@ -212,11 +215,11 @@ measure() {
   local loss
   loss=$(grep -oE 'Total lost packets [0-9]+ \([0-9.]+%\)' "$out" | tail -n1 | grep -oE '[0-9.]+%' | tr -d % || true)
   if [ "$alive" = 0 ]; then
-    echo "n/a|n/a|n/a|n/a|server died during the run"
+    unavailable "server died during the run"
   elif [ "$rc" = 124 ]; then
-    echo "n/a|n/a|${rss:-n/a}|${cpu:-n/a}|uclient timed out after ${bound}s"
+    unavailable "uclient timed out after ${bound}s" "$rss" "$cpu"
   elif [ -z "$loss" ] || [ "$rc" != 0 ]; then
-    echo "n/a|n/a|${rss:-n/a}|${cpu:-n/a}|uclient failed (rc $rc): $(grep -m1 -iE 'error|cannot|fail' "$out" | cut -c1-50)"
+    unavailable "uclient failed (rc $rc): $(grep -m1 -iE 'error|cannot|fail' "$out" | cut -c1-50)" "$rss" "$cpu"
   else
     local sent
     sent=$(grep -oE 'tot_send_msgs=[0-9]+, tot_recv_msgs=[0-9]+$' "$out" | tail -n1)
@@ -246,7 +249,7 @@ for row in $rows; do
   [ -n "${row_flags[$row]:-}" ] || { log "unknown row $row"; exit 2; }
   for server in coturn ours; do
     if [ -n "$only" ] && [ "$only" != "$server" ]; then
-      result[$server,$row]="n/a|n/a|n/a|n/a|skipped"
+      result[$server,$row]=$(unavailable skipped)
       continue
     fi
     log "$server $row: turnutils_uclient ${row_flags[$row]} -W <secret>"

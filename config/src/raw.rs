@@ -261,7 +261,7 @@ pub(crate) mod defaults {
         Duration::from_secs(60)
     }
     /// Generous enough for many users behind one NAT (each UDP allocation costs two
-    /// requests before it exists); a spoofed source still gets at most this many 401s.
+    /// requests before it exists); a spoofed source still draws at most this many 401s a second.
     pub fn unauth_requests_per_second() -> u32 {
         200
     }
