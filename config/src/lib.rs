@@ -16,8 +16,9 @@ pub mod ice;
 
 pub use error::{ConfigError, Location};
 pub use load::{
-    DEFAULT_FILE, DEVELOPMENT_TOML, ENV_ADMIN_TOKEN, ENV_CONFIG, ENV_JWT_SECRET, ENV_TOKENS,
-    ENV_TURN_SECRETS, EnvFn, config_path, load, load_development, load_file, parse, process_env,
+    DEFAULT_FILE, DEVELOPMENT_TOML, ENV_ADMIN_TOKEN, ENV_CONFIG, ENV_JWT_SECRET, ENV_REDIS_URL,
+    ENV_RELAY_ADMIN_TOKEN, ENV_TOKENS, ENV_TURN_SECRETS, EnvFn, config_path, load,
+    load_development, load_file, parse, process_env,
 };
 pub use model::*;
 pub use units::{Bitrate, PortRange};

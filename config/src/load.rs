@@ -25,8 +25,13 @@ pub const ENV_TURN_SECRETS: &str = "SWITCHBOARD_TURN_SECRETS";
 pub const ENV_TOKENS: &str = "SWITCHBOARD_TOKENS";
 /// `SWITCHBOARD_JWT_SECRET`: HS256 secret for `auth = "jwt"`.
 pub const ENV_JWT_SECRET: &str = "SWITCHBOARD_JWT_SECRET";
-/// `SWITCHBOARD_ADMIN_TOKEN`: token for `DELETE /api/rooms/{id}`.
+/// `SWITCHBOARD_ADMIN_TOKEN`: token for `DELETE /api/rooms/{id}` and the members' ids in
+/// `/api/rooms`.
 pub const ENV_ADMIN_TOKEN: &str = "SWITCHBOARD_ADMIN_TOKEN";
+/// `SWITCHBOARD_REDIS_URL`: `signaling.redis_url` (it may carry a password).
+pub const ENV_REDIS_URL: &str = "SWITCHBOARD_REDIS_URL";
+/// `SWITCHBOARD_RELAY_ADMIN_TOKEN`: bearer token of the relay's admin API.
+pub const ENV_RELAY_ADMIN_TOKEN: &str = "SWITCHBOARD_RELAY_ADMIN_TOKEN";
 
 /// The file used when neither `--config` nor `$SWITCHBOARD_CONFIG` names one.
 pub const DEFAULT_FILE: &str = "switchboard.toml";
@@ -333,16 +338,33 @@ fn validate_turn(raw: RawTurn, ctx: &Ctx<'_>) -> Result<TurnConfig, ConfigError>
     })?;
     validate_host(&public_host).map_err(|m| ConfigError::new("turn.public_host", m))?;
     for uri in &raw.extra_uris {
-        let ok = ["stun:", "turn:", "turns:"]
-            .iter()
-            .any(|s| uri.strip_prefix(s).is_some_and(|rest| !rest.is_empty()))
-            && !uri.contains(char::is_whitespace);
-        if !ok {
+        validate_uri("turn.extra_uris", uri)?;
+    }
+    let mut relays = Vec::with_capacity(raw.relays.len());
+    for entry in raw.relays {
+        if entry.uris.is_empty() {
             return Err(ConfigError::new(
-                "turn.extra_uris",
-                format!("`{uri}` is not a stun:, turn: or turns: URI"),
+                "turn.relays.uris",
+                "a [[turn.relays]] entry needs at least one URI",
             ));
         }
+        for uri in &entry.uris {
+            validate_uri("turn.relays.uris", uri)?;
+        }
+        if let Some(h) = &entry.health
+            && !(h.starts_with("http://") || h.starts_with("https://"))
+        {
+            return Err(ConfigError::new(
+                "turn.relays.health",
+                format!(
+                    "`{h}` is not an http:// or https:// URL (e.g. \"http://10.0.0.2:9641/ready\")"
+                ),
+            ));
+        }
+        relays.push(RelayEntry {
+            uris: entry.uris,
+            health: entry.health,
+        });
     }
     let mut advertise = raw.advertise;
     advertise.dedup();
@@ -353,7 +375,23 @@ fn validate_turn(raw: RawTurn, ctx: &Ctx<'_>) -> Result<TurnConfig, ConfigError>
         public_host,
         advertise,
         extra_uris: raw.extra_uris,
+        relays,
     })
+}
+
+fn validate_uri(key: &str, uri: &str) -> Result<(), ConfigError> {
+    let ok = ["stun:", "turn:", "turns:"]
+        .iter()
+        .any(|s| uri.strip_prefix(s).is_some_and(|rest| !rest.is_empty()))
+        && !uri.contains(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            key,
+            format!("`{uri}` is not a stun:, turn: or turns: URI"),
+        ))
+    }
 }
 
 fn validate_host(host: &str) -> Result<(), String> {
@@ -461,19 +499,83 @@ fn validate_signaling(raw: RawSignaling, ctx: &Ctx<'_>) -> Result<SignalingConfi
             "must not be empty",
         ));
     }
-    if raw
-        .redis_url
-        .as_ref()
-        .is_some_and(|url| !(url.starts_with("redis://") || url.starts_with("rediss://")))
+    if raw.redis_prefix.is_empty()
+        || raw.redis_prefix.len() > 64
+        || !raw
+            .redis_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
     {
         return Err(ConfigError::new(
-            "signaling.redis_url",
-            "must start with redis:// or rediss://",
+            "signaling.redis_prefix",
+            "must be 1-64 characters of A-Z, a-z, 0-9, -, _, . and :",
+        ));
+    }
+    if raw.max_connections_per_ip == 0 {
+        return Err(ConfigError::new(
+            "signaling.max_connections_per_ip",
+            "must be at least 1",
+        ));
+    }
+    if raw.max_persistent_rooms > 1_000_000 {
+        return Err(ConfigError::new(
+            "signaling.max_persistent_rooms",
+            "must be at most 1000000 (0 disables REST room creation)",
+        ));
+    }
+    if raw.persistent_room_idle.as_secs() < 60 {
+        return Err(ConfigError::new(
+            "signaling.persistent_room_idle",
+            "must be at least 1m",
+        ));
+    }
+    for (key, v) in [
+        ("signaling.jwt_audience", &raw.jwt_audience),
+        ("signaling.jwt_issuer", &raw.jwt_issuer),
+    ] {
+        if v.as_ref().is_some_and(|v| v.trim().is_empty()) {
+            return Err(ConfigError::new(key, "must not be empty when set"));
+        }
+    }
+    if (raw.jwt_audience.is_some() || raw.jwt_issuer.is_some()) && raw.auth != AuthMode::Jwt {
+        return Err(ConfigError::new(
+            if raw.jwt_audience.is_some() {
+                "signaling.jwt_audience"
+            } else {
+                "signaling.jwt_issuer"
+            },
+            "only meaningful with auth = \"jwt\"",
+        ));
+    }
+    let pj = &raw.peerjs;
+    if pj.alive_timeout.as_secs() < 1 {
+        return Err(ConfigError::new(
+            "signaling.peerjs.alive_timeout",
+            "must be at least 1s",
+        ));
+    }
+    if pj.expire_timeout.as_millis() < 100 {
+        return Err(ConfigError::new(
+            "signaling.peerjs.expire_timeout",
+            "must be at least 100ms",
+        ));
+    }
+    if pj.concurrent_limit == 0 {
+        return Err(ConfigError::new(
+            "signaling.peerjs.concurrent_limit",
+            "must be at least 1",
+        ));
+    }
+    if pj.enabled && (pj.path == raw.socketio_path) {
+        return Err(ConfigError::new(
+            "signaling.peerjs.path",
+            "must differ from signaling.socketio_path",
         ));
     }
 
     let mut auth = Auth::None;
     let mut admin_token = None;
+    let mut redis_url = None;
     // Secret files of the signaling service are read only by it: the relay's unit does not
     // get (and must not need) those credentials.
     if ctx.component == Component::Signaling {
@@ -498,6 +600,22 @@ fn validate_signaling(raw: RawSignaling, ctx: &Ctx<'_>) -> Result<SignalingConfi
             raw.admin_token_file.as_deref(),
             ENV_ADMIN_TOKEN,
         )?;
+        redis_url = secret_one(
+            ctx,
+            "signaling.redis_url",
+            raw.redis_url,
+            raw.redis_url_file.as_deref(),
+            ENV_REDIS_URL,
+        )?;
+        if let Some(url) = &redis_url {
+            let url = url.expose_secret();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError::new(
+                    "signaling.redis_url",
+                    "must start with redis:// or rediss://",
+                ));
+            }
+        }
         auth = match raw.auth {
             AuthMode::None => {
                 if !tokens.is_empty() || jwt.is_some() {
@@ -543,13 +661,24 @@ fn validate_signaling(raw: RawSignaling, ctx: &Ctx<'_>) -> Result<SignalingConfi
         rate_limit_burst: raw.rate_limit_burst,
         auth,
         admin_token,
-        redis_url: raw.redis_url,
+        jwt_audience: raw.jwt_audience,
+        jwt_issuer: raw.jwt_issuer,
+        redis_url,
+        redis_prefix: raw.redis_prefix,
+        metrics_listen: raw.metrics_listen,
+        max_connections_per_ip: raw.max_connections_per_ip,
+        max_persistent_rooms: raw.max_persistent_rooms,
+        persistent_room_idle: raw.persistent_room_idle,
         socketio_path: raw.socketio_path,
         demo: raw.demo,
         peerjs: PeerJsConfig {
             enabled: raw.peerjs.enabled,
             path: raw.peerjs.path,
             key: raw.peerjs.key,
+            alive_timeout: raw.peerjs.alive_timeout,
+            expire_timeout: raw.peerjs.expire_timeout,
+            concurrent_limit: raw.peerjs.concurrent_limit,
+            allow_discovery: raw.peerjs.allow_discovery,
         },
     })
 }
@@ -650,6 +779,59 @@ fn validate_relay(raw: RawRelay, ctx: &Ctx<'_>) -> Result<RelayConfig, ConfigErr
             "must be at least 1",
         ));
     }
+    let (relay_ip6, external_ip6) = validate_ip6(&raw, ctx)?;
+    if raw.relay_ip.is_ipv6() && relay_ip6.is_some() {
+        return Err(ConfigError::new(
+            "relay.relay_ip6",
+            "relay_ip is already IPv6: give relay_ip an IPv4 address for dual stack",
+        ));
+    }
+    if !(1..=10_000).contains(&raw.max_permissions_per_allocation) {
+        return Err(ConfigError::new(
+            "relay.max_permissions_per_allocation",
+            "must be between 1 and 10000",
+        ));
+    }
+    if raw.max_stream_connections_per_ip == 0
+        || raw.max_stream_connections_per_ip > raw.max_stream_connections
+    {
+        return Err(ConfigError::new(
+            "relay.max_stream_connections_per_ip",
+            "must be between 1 and max_stream_connections",
+        ));
+    }
+    if raw.drain_timeout.as_secs() == 0 {
+        return Err(ConfigError::new(
+            "relay.drain_timeout",
+            "must be at least 1s",
+        ));
+    }
+    if raw
+        .alternate_server
+        .is_some_and(|a| a.ip().is_unspecified() || a.port() == 0)
+    {
+        return Err(ConfigError::new(
+            "relay.alternate_server",
+            "must be a concrete ip:port clients can reach",
+        ));
+    }
+    if raw.workers > 1024 {
+        return Err(ConfigError::new(
+            "relay.workers",
+            "must be between 0 (one per CPU core) and 1024",
+        ));
+    }
+    let admin_token = if ctx.component == Component::Relay {
+        secret_one(
+            ctx,
+            "relay.admin_token",
+            raw.admin_token,
+            raw.admin_token_file.as_deref(),
+            ENV_RELAY_ADMIN_TOKEN,
+        )?
+    } else {
+        None
+    };
     Ok(RelayConfig {
         listen_udp: raw.listen_udp,
         listen_tcp: raw.listen_tcp,
@@ -667,5 +849,55 @@ fn validate_relay(raw: RawRelay, ctx: &Ctx<'_>) -> Result<RelayConfig, ConfigErr
         max_stream_connections: raw.max_stream_connections,
         stream_idle_timeout: raw.stream_idle_timeout,
         unauth_requests_per_second: raw.unauth_requests_per_second,
+        relay_ip6,
+        external_ip6,
+        max_permissions_per_allocation: raw.max_permissions_per_allocation,
+        max_stream_connections_per_ip: raw.max_stream_connections_per_ip,
+        strict_expiry: raw.strict_expiry,
+        alternate_server: raw.alternate_server,
+        drain_timeout: raw.drain_timeout,
+        admin_token,
+        proxy_protocol_from: raw.proxy_protocol_from,
+        workers: raw.workers,
     })
+}
+
+/// `relay_ip6` / `external_ip6`: IPv6 only; the advertised one is required when the bound
+/// one is a wildcard.
+fn validate_ip6(
+    raw: &RawRelay,
+    ctx: &Ctx<'_>,
+) -> Result<(Option<std::net::IpAddr>, Option<std::net::IpAddr>), ConfigError> {
+    for (key, ip) in [
+        ("relay.relay_ip6", raw.relay_ip6),
+        ("relay.external_ip6", raw.external_ip6),
+    ] {
+        if ip.is_some_and(|ip| !ip.is_ipv6()) {
+            return Err(ConfigError::new(key, "must be an IPv6 address"));
+        }
+    }
+    if raw.external_ip6.is_some_and(|ip| ip.is_unspecified()) {
+        return Err(ConfigError::new(
+            "relay.external_ip6",
+            "must be a concrete address clients can reach, not ::",
+        ));
+    }
+    match (raw.relay_ip6, raw.external_ip6) {
+        (None, None) => Ok((None, None)),
+        (None, Some(_)) => Err(ConfigError::new(
+            "relay.external_ip6",
+            "set relay_ip6 (where IPv6 relayed sockets bind) too",
+        )),
+        (Some(r), Some(e)) => Ok((Some(r), Some(e))),
+        (Some(r), None) if !r.is_unspecified() => Ok((Some(r), Some(r))),
+        (Some(r), None) => {
+            if ctx.component == Component::Relay {
+                return Err(ConfigError::new(
+                    "relay.external_ip6",
+                    "relay_ip6 is a wildcard, so set external_ip6 to the public IPv6 address",
+                ));
+            }
+            Ok((Some(r), Some(r)))
+        }
+    }
 }

@@ -105,6 +105,18 @@ pub struct TurnConfig {
     pub public_host: String,
     pub advertise: Vec<Advertise>,
     pub extra_uris: Vec<String>,
+    /// `[[turn.relays]]`: more relays, each listed only while its `health` URL says ready.
+    pub relays: Vec<RelayEntry>,
+}
+
+/// One `[[turn.relays]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayEntry {
+    /// `stun:`/`turn:`/`turns:` URIs of this relay, listed as they are.
+    pub uris: Vec<String>,
+    /// `http://host:port/ready` of the relay's metrics listener; polled by signaling.
+    /// `None`: always listed.
+    pub health: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +152,14 @@ pub struct PeerJsConfig {
     pub enabled: bool,
     pub path: String,
     pub key: String,
+    /// A client silent (no frame, no HEARTBEAT) for this long is closed and removed.
+    pub alive_timeout: Duration,
+    /// A queued message unread for this long is dropped; its sender gets EXPIRE.
+    pub expire_timeout: Duration,
+    /// Most PeerJS clients connected at once (on this instance).
+    pub concurrent_limit: usize,
+    /// `GET {path}/{key}/peers` lists ids (else 401).
+    pub allow_discovery: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -156,7 +176,22 @@ pub struct SignalingConfig {
     /// Resolved only when loaded for [`Component::Signaling`]; `Auth::None` otherwise.
     pub auth: Auth,
     pub admin_token: Option<SecretString>,
-    pub redis_url: Option<String>,
+    /// JWT `aud` that must match, when set.
+    pub jwt_audience: Option<String>,
+    /// JWT `iss` that must match, when set.
+    pub jwt_issuer: Option<String>,
+    /// `redis_url` / `redis_url_file` / `SWITCHBOARD_REDIS_URL` (may hold a password).
+    pub redis_url: Option<SecretString>,
+    /// Prefix of every Redis key and channel (several deployments may share one Redis).
+    pub redis_prefix: String,
+    /// `/metrics` and `/stats` listen here, not on the public listener.
+    pub metrics_listen: SocketAddr,
+    /// Most concurrent connections (Socket.IO and PeerJS) from one source IP.
+    pub max_connections_per_ip: usize,
+    /// Most REST-created rooms at once (beyond: 429 `rate-limited`).
+    pub max_persistent_rooms: usize,
+    /// A REST-created room with no member for this long is removed.
+    pub persistent_room_idle: Duration,
     pub socketio_path: String,
     /// Serve the demo/diagnostics page at `/`.
     pub demo: bool,
@@ -179,6 +214,10 @@ pub struct RelayConfig {
     pub relay_ip: IpAddr,
     /// The address clients see in XOR-RELAYED-ADDRESS (`external_ip`, else `relay_ip`).
     pub external_ip: IpAddr,
+    /// IPv6 relayed addresses (dual stack): where they bind and what clients see.
+    /// Both set or both `None`; `external_ip6` defaults to `relay_ip6` when concrete.
+    pub relay_ip6: Option<IpAddr>,
+    pub external_ip6: Option<IpAddr>,
     pub port_range: PortRange,
     pub allowed_peers: Vec<IpNet>,
     pub denied_peers: Vec<IpNet>,
@@ -192,6 +231,24 @@ pub struct RelayConfig {
     pub stream_idle_timeout: Duration,
     /// Unauthenticated requests accepted per source IP per second.
     pub unauth_requests_per_second: u32,
+    /// Most peers (permissions) per allocation; beyond: 508.
+    pub max_permissions_per_allocation: usize,
+    /// Most TCP + TLS connections from one source IP.
+    pub max_stream_connections_per_ip: usize,
+    /// `true`: every request is checked against the credential's expiry; `false`: an
+    /// allocation keeps working with its credential after expiry (long calls).
+    pub strict_expiry: bool,
+    /// Sent as ALTERNATE-SERVER with 300 while draining; `None`: 508 instead.
+    pub alternate_server: Option<SocketAddr>,
+    /// Longest a drain waits for allocations to end before exiting.
+    pub drain_timeout: Duration,
+    /// Bearer token of the relay's admin API (`None`: the admin API answers 403).
+    /// Resolved only when loaded for [`Component::Relay`].
+    pub admin_token: Option<SecretString>,
+    /// TCP/TLS sources that must (and alone may) send a PROXY protocol header.
+    pub proxy_protocol_from: Vec<IpNet>,
+    /// Data-plane worker threads; 0 = one per CPU core.
+    pub workers: usize,
 }
 
 impl Config {

@@ -37,6 +37,16 @@ pub(crate) struct RawTurn {
     pub advertise: Vec<Advertise>,
     #[serde(default)]
     pub extra_uris: Vec<String>,
+    #[serde(default)]
+    pub relays: Vec<RawRelayEntry>,
+}
+
+/// One `[[turn.relays]]` entry: a relay's URIs and, optionally, its readiness URL.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRelayEntry {
+    pub uris: Vec<String>,
+    pub health: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -64,7 +74,20 @@ pub(crate) struct RawSignaling {
     pub jwt_secret_file: Option<PathBuf>,
     pub admin_token: Option<SecretString>,
     pub admin_token_file: Option<PathBuf>,
-    pub redis_url: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub jwt_issuer: Option<String>,
+    pub redis_url: Option<SecretString>,
+    pub redis_url_file: Option<PathBuf>,
+    #[serde(default = "defaults::redis_prefix")]
+    pub redis_prefix: String,
+    #[serde(default = "defaults::signaling_metrics_listen")]
+    pub metrics_listen: SocketAddr,
+    #[serde(default = "defaults::max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    #[serde(default = "defaults::max_persistent_rooms")]
+    pub max_persistent_rooms: usize,
+    #[serde(default = "defaults::persistent_room_idle", with = "humantime_serde")]
+    pub persistent_room_idle: Duration,
     #[serde(default = "defaults::socketio_path")]
     pub socketio_path: String,
     #[serde(default = "defaults::yes")]
@@ -90,7 +113,15 @@ impl Default for RawSignaling {
             jwt_secret_file: None,
             admin_token: None,
             admin_token_file: None,
+            jwt_audience: None,
+            jwt_issuer: None,
             redis_url: None,
+            redis_url_file: None,
+            redis_prefix: defaults::redis_prefix(),
+            metrics_listen: defaults::signaling_metrics_listen(),
+            max_connections_per_ip: defaults::max_connections_per_ip(),
+            max_persistent_rooms: defaults::max_persistent_rooms(),
+            persistent_room_idle: defaults::persistent_room_idle(),
             socketio_path: defaults::socketio_path(),
             demo: true,
             peerjs: RawPeerJs::default(),
@@ -107,6 +138,14 @@ pub(crate) struct RawPeerJs {
     pub path: String,
     #[serde(default = "defaults::peerjs_key")]
     pub key: String,
+    #[serde(default = "defaults::peerjs_alive_timeout", with = "humantime_serde")]
+    pub alive_timeout: Duration,
+    #[serde(default = "defaults::peerjs_expire_timeout", with = "humantime_serde")]
+    pub expire_timeout: Duration,
+    #[serde(default = "defaults::peerjs_concurrent_limit")]
+    pub concurrent_limit: usize,
+    #[serde(default)]
+    pub allow_discovery: bool,
 }
 
 impl Default for RawPeerJs {
@@ -115,6 +154,10 @@ impl Default for RawPeerJs {
             enabled: false,
             path: defaults::peerjs_path(),
             key: defaults::peerjs_key(),
+            alive_timeout: defaults::peerjs_alive_timeout(),
+            expire_timeout: defaults::peerjs_expire_timeout(),
+            concurrent_limit: defaults::peerjs_concurrent_limit(),
+            allow_discovery: false,
         }
     }
 }
@@ -133,6 +176,8 @@ pub(crate) struct RawRelay {
     #[serde(default = "defaults::relay_ip")]
     pub relay_ip: IpAddr,
     pub external_ip: Option<IpAddr>,
+    pub relay_ip6: Option<IpAddr>,
+    pub external_ip6: Option<IpAddr>,
     #[serde(default = "defaults::port_range")]
     pub port_range: PortRange,
     #[serde(default)]
@@ -153,6 +198,21 @@ pub(crate) struct RawRelay {
     pub stream_idle_timeout: Duration,
     #[serde(default = "defaults::unauth_requests_per_second")]
     pub unauth_requests_per_second: u32,
+    #[serde(default = "defaults::max_permissions_per_allocation")]
+    pub max_permissions_per_allocation: usize,
+    #[serde(default = "defaults::max_stream_connections_per_ip")]
+    pub max_stream_connections_per_ip: usize,
+    #[serde(default)]
+    pub strict_expiry: bool,
+    pub alternate_server: Option<SocketAddr>,
+    #[serde(default = "defaults::drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    pub admin_token: Option<SecretString>,
+    pub admin_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<IpNet>,
+    #[serde(default)]
+    pub workers: usize,
 }
 
 impl Default for RawRelay {
@@ -165,6 +225,8 @@ impl Default for RawRelay {
             tls_key: None,
             relay_ip: defaults::relay_ip(),
             external_ip: None,
+            relay_ip6: None,
+            external_ip6: None,
             port_range: defaults::port_range(),
             allowed_peers: Vec::new(),
             denied_peers: Vec::new(),
@@ -175,6 +237,15 @@ impl Default for RawRelay {
             max_stream_connections: defaults::max_stream_connections(),
             stream_idle_timeout: defaults::stream_idle_timeout(),
             unauth_requests_per_second: defaults::unauth_requests_per_second(),
+            max_permissions_per_allocation: defaults::max_permissions_per_allocation(),
+            max_stream_connections_per_ip: defaults::max_stream_connections_per_ip(),
+            strict_expiry: false,
+            alternate_server: None,
+            drain_timeout: defaults::drain_timeout(),
+            admin_token: None,
+            admin_token_file: None,
+            proxy_protocol_from: Vec::new(),
+            workers: 0,
         }
     }
 }
@@ -232,6 +303,39 @@ pub(crate) mod defaults {
     }
     pub fn peerjs_key() -> String {
         "peerjs".into()
+    }
+    pub fn peerjs_alive_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn peerjs_expire_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn peerjs_concurrent_limit() -> usize {
+        5000
+    }
+    pub fn redis_prefix() -> String {
+        "switchboard".into()
+    }
+    pub fn signaling_metrics_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9642))
+    }
+    pub fn max_connections_per_ip() -> usize {
+        256
+    }
+    pub fn max_persistent_rooms() -> usize {
+        1000
+    }
+    pub fn persistent_room_idle() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
+    pub fn max_permissions_per_allocation() -> usize {
+        64
+    }
+    pub fn max_stream_connections_per_ip() -> usize {
+        64
+    }
+    pub fn drain_timeout() -> Duration {
+        Duration::from_secs(2 * 3600)
     }
     pub fn relay_listen() -> Vec<SocketAddr> {
         vec![SocketAddr::from(([0, 0, 0, 0], 3478))]

@@ -309,6 +309,7 @@ fn the_example_documents_every_key_of_the_schema() {
         ("[turn]\n", "turn."),
         ("[signaling]\n", "signaling."),
         ("[signaling.peerjs]\n", "signaling.peerjs."),
+        ("[[turn.relays]]\n", "turn.relays."),
         ("[relay]\n", "relay."),
     ] {
         let probe = format!("{table}zz_not_a_key = 1\n");
@@ -316,6 +317,7 @@ fn the_example_documents_every_key_of_the_schema() {
         let expected = e
             .message
             .split_once("expected one of")
+            .or_else(|| e.message.split_once("expected"))
             .map(|(_, list)| list.to_string())
             .unwrap_or_else(|| panic!("serde lists fields: {e}"));
         let keys: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
@@ -342,6 +344,15 @@ fn the_readme_reference_names_every_key_of_the_example() {
     let mut table = String::new();
     for line in EXAMPLE.lines() {
         let l = line.trim();
+        // `# [[turn.relays]]`: an array of tables, shown commented out.
+        if let Some(name) = l
+            .trim_start_matches("# ")
+            .strip_prefix("[[")
+            .and_then(|r| r.strip_suffix("]]"))
+        {
+            table = format!("{name}.");
+            continue;
+        }
         if let Some(name) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
             table = format!("{name}.");
             continue;
@@ -359,4 +370,93 @@ fn the_readme_reference_names_every_key_of_the_example() {
             "README.md reference lacks `{path}`"
         );
     }
+}
+
+#[test]
+fn new_keys_of_this_round_have_their_spec_defaults() {
+    let cfg = parse(MINIMAL, None, Component::Relay, &no_env).expect("minimal");
+    let s = &cfg.signaling;
+    assert_eq!(s.max_connections_per_ip, 256);
+    assert_eq!(s.max_persistent_rooms, 1000);
+    assert_eq!(s.persistent_room_idle.as_secs(), 24 * 3600);
+    assert_eq!(s.metrics_listen.to_string(), "127.0.0.1:9642");
+    assert_eq!(s.redis_prefix, "switchboard");
+    assert_eq!(s.peerjs.alive_timeout.as_secs(), 60);
+    assert_eq!(s.peerjs.expire_timeout.as_secs(), 5);
+    assert_eq!(s.peerjs.concurrent_limit, 5000);
+    assert!(!s.peerjs.allow_discovery);
+    let r = &cfg.relay;
+    assert_eq!(r.max_permissions_per_allocation, 64);
+    assert_eq!(r.max_stream_connections_per_ip, 64);
+    assert!(!r.strict_expiry);
+    assert_eq!(r.drain_timeout.as_secs(), 2 * 3600);
+    assert!(r.alternate_server.is_none() && r.relay_ip6.is_none() && r.admin_token.is_none());
+    assert!(cfg.turn.relays.is_empty());
+}
+
+#[test]
+fn relay_entries_ipv6_addresses_and_limits_are_validated_with_their_key() {
+    let bad_health = MINIMAL.replace(
+        "[relay]",
+        "[[turn.relays]]\nuris = [\"turn:r2.example.com:3478\"]\nhealth = \"r2:9641\"\n\n[relay]",
+    );
+    assert_eq!(err(&bad_health).key, "turn.relays.health");
+    let ok = parse(
+        &bad_health.replace("\"r2:9641\"", "\"http://10.0.0.2:9641/ready\""),
+        None,
+        Component::Relay,
+        &no_env,
+    )
+    .expect("valid relay entry");
+    assert_eq!(ok.turn.relays.len(), 1);
+    let no_uri = MINIMAL.replace("[relay]", "[[turn.relays]]\nuris = []\n\n[relay]");
+    assert_eq!(err(&no_uri).key, "turn.relays.uris");
+
+    let v4_as_v6 = format!("{MINIMAL}relay_ip6 = \"127.0.0.1\"\n");
+    assert_eq!(err(&v4_as_v6).key, "relay.relay_ip6");
+    let wildcard6 = format!("{MINIMAL}relay_ip6 = \"::\"\n");
+    assert_eq!(err(&wildcard6).key, "relay.external_ip6");
+    let dual = parse(
+        &format!("{MINIMAL}relay_ip6 = \"::1\"\n"),
+        None,
+        Component::Relay,
+        &no_env,
+    )
+    .expect("dual stack");
+    assert_eq!(dual.relay.external_ip6, dual.relay.relay_ip6);
+
+    let perms = format!("{MINIMAL}max_permissions_per_allocation = 0\n");
+    assert_eq!(err(&perms).key, "relay.max_permissions_per_allocation");
+    let per_ip = format!("{MINIMAL}max_stream_connections_per_ip = 5000\n");
+    assert_eq!(err(&per_ip).key, "relay.max_stream_connections_per_ip");
+    let prefix = format!("{MINIMAL}\n[signaling]\nredis_prefix = \"a b\"\n");
+    assert_eq!(err(&prefix).key, "signaling.redis_prefix");
+    let aud = format!("{MINIMAL}\n[signaling]\njwt_audience = \"x\"\n");
+    assert_eq!(err(&aud).key, "signaling.jwt_audience");
+}
+
+#[test]
+fn the_relay_admin_token_and_redis_url_come_from_their_own_component() {
+    let text = format!(
+        "{MINIMAL}admin_token = \"relay-admin\"\n\n[signaling]\nredis_url = \"redis://127.0.0.1:6379\"\n"
+    );
+    let relay = parse(&text, None, Component::Relay, &no_env).expect("relay");
+    assert_eq!(
+        relay
+            .relay
+            .admin_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_string()),
+        Some("relay-admin".into())
+    );
+    assert!(
+        relay.signaling.redis_url.is_none(),
+        "the relay never reads signaling secrets"
+    );
+    let sig = parse(&text, None, Component::Signaling, &no_env).expect("signaling");
+    assert!(sig.relay.admin_token.is_none());
+    assert!(sig.signaling.redis_url.is_some());
+    let bad = format!("{MINIMAL}\n[signaling]\nredis_url = \"http://x\"\n");
+    let e = parse(&bad, None, Component::Signaling, &no_env).expect_err("bad scheme");
+    assert_eq!(e.key, "signaling.redis_url");
 }

@@ -46,7 +46,7 @@ impl FromConnectParts<LocalAdapter> for SocketArc {
     type Error = Infallible;
     fn from_connect_parts(
         s: &Arc<Socket<LocalAdapter>>,
-        _: &Option<socketioxide_core::Value>,
+        _: &Option<socketioxide::handler::Value>,
     ) -> Result<Self, Infallible> {
         Ok(Self(s.clone()))
     }

@@ -97,7 +97,7 @@ impl FromMessage<LocalAdapter> for Inbound {
 
     fn from_message(
         s: Arc<Socket<LocalAdapter>>,
-        mut v: socketioxide_core::Value,
+        mut v: socketioxide::handler::Value,
         ack_id: Option<i64>,
     ) -> Result<Self, Infallible> {
         let Some(inbox) = s.extensions.get::<Inbox>() else {
@@ -158,15 +158,15 @@ impl FromMessage<LocalAdapter> for Inbound {
 }
 
 /// Bytes of the encoded Socket.IO packet (text plus binary attachments).
-fn packet_size(v: &socketioxide_core::Value) -> usize {
+fn packet_size(v: &socketioxide::handler::Value) -> usize {
     match v {
-        socketioxide_core::Value::Str(s, bins) => {
+        socketioxide::handler::Value::Str(s, bins) => {
             s.len()
                 + bins
                     .as_ref()
                     .map_or(0, |b| b.iter().map(bytes::Bytes::len).sum())
         }
-        socketioxide_core::Value::Bytes(b) => b.len(),
+        socketioxide::handler::Value::Bytes(b) => b.len(),
     }
 }
 

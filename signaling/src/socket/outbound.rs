@@ -130,7 +130,7 @@ pub async fn writer(
             },
             Outbound::Ack { ack_id, data } => {
                 let res = with_retry(|| {
-                    let mut none = socketioxide_core::Value::Str("".into(), None);
+                    let mut none = socketioxide::handler::Value::Str("".into(), None);
                     let ack = match AckSender::from_message_parts(&s, &mut none, &Some(ack_id)) {
                         Ok(a) => a,
                         Err(never) => match never {},
