@@ -792,12 +792,11 @@ fn validate_relay(raw: RawRelay, ctx: &Ctx<'_>) -> Result<RelayConfig, ConfigErr
             "must be between 1 and 10000",
         ));
     }
-    if raw.max_stream_connections_per_ip == 0
-        || raw.max_stream_connections_per_ip > raw.max_stream_connections
-    {
+    // Above max_stream_connections it simply never binds (the global cap comes first).
+    if raw.max_stream_connections_per_ip == 0 {
         return Err(ConfigError::new(
             "relay.max_stream_connections_per_ip",
-            "must be between 1 and max_stream_connections",
+            "must be at least 1",
         ));
     }
     if raw.drain_timeout.as_secs() == 0 {

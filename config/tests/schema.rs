@@ -427,7 +427,7 @@ fn relay_entries_ipv6_addresses_and_limits_are_validated_with_their_key() {
 
     let perms = format!("{MINIMAL}max_permissions_per_allocation = 0\n");
     assert_eq!(err(&perms).key, "relay.max_permissions_per_allocation");
-    let per_ip = format!("{MINIMAL}max_stream_connections_per_ip = 5000\n");
+    let per_ip = format!("{MINIMAL}max_stream_connections_per_ip = 0\n");
     assert_eq!(err(&per_ip).key, "relay.max_stream_connections_per_ip");
     let prefix = format!("{MINIMAL}\n[signaling]\nredis_prefix = \"a b\"\n");
     assert_eq!(err(&prefix).key, "signaling.redis_prefix");
