@@ -325,16 +325,18 @@ fn a_flood_from_one_authenticated_user_stays_within_its_bound_while_another_user
     let after = rss_kib(relay.pid());
 
     // Another user over TCP from another source is served while the 64 are held.
-    let allocated_over_tcp = rt.block_on(async {
+    // (The client is kept until the gauge is read: its allocation ends with its connection.)
+    let (bob, allocated_over_tcp) = rt.block_on(async {
         let tcp = tokio::net::TcpStream::connect(tcp_addr)
             .await
             .expect("connect");
         let mut c = client::StreamTurnClient::new(tcp, &credential(TEST_SECRET, "bob"));
-        c.allocate().await
+        let allocated = c.allocate().await;
+        (c, allocated)
     });
     assert!(allocated_over_tcp.is_ok(), "{allocated_over_tcp:?}");
     assert_eq!(allocations(&ports), 3.0);
-    drop(idle);
+    drop((bob, idle));
 
     let m = scrape(&ports);
     eprintln!(
