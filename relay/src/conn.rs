@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use turn::relay::RelayAddressGenerator;
 use webrtc_util::Conn;
 
-use crate::gate::{Gate, Inbound, Outbound, SYNTHETIC_CLIENT};
+use crate::gate::{CRATE_READ_LIMIT, Gate, Inbound, Outbound, SYNTHETIC_CLIENT};
 use crate::tables::RelaySlot;
 use crate::transport::{ClientTransport, Received};
 
@@ -130,7 +130,17 @@ impl Conn for ListenerConn {
                     self.put_buf(own);
                     return Ok((bytes.len(), client));
                 }
-                Inbound::ToCrate(_) | Inbound::Drop => {}
+                Inbound::ToCrate(bytes) => {
+                    // The gate refuses anything over CRATE_READ_LIMIT before recording it;
+                    // this only happens if the crate's buffer shrank below that.
+                    tracing::warn!(
+                        len = bytes.len(),
+                        buffer = buf.len(),
+                        limit = CRATE_READ_LIMIT,
+                        "Request larger than the crate's read buffer dropped"
+                    );
+                }
+                Inbound::Drop => {}
                 Inbound::Reply(bytes) => {
                     let _ = self.transport.send_to(&bytes, client).await;
                 }
@@ -159,12 +169,21 @@ impl Conn for ListenerConn {
     }
 
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
-        match self
-            .gate
-            .handle_crate_output(buf, target, Instant::now(), unix_now())
-        {
+        match self.gate.handle_crate_output(
+            self.transport.as_ref(),
+            self.local,
+            buf,
+            target,
+            Instant::now(),
+            unix_now(),
+        ) {
             // A failed send to one client (gone, unreachable) is no error of the listener.
             Outbound::Forward => {
+                let _ = self.transport.send_to(buf, target).await;
+                Ok(buf.len())
+            }
+            Outbound::Allocated => {
+                self.transport.allocation_made(target);
                 let _ = self.transport.send_to(buf, target).await;
                 Ok(buf.len())
             }

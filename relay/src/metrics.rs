@@ -23,6 +23,11 @@ pub struct Metrics {
     quota_rejections: Family<Labels, Counter>,
     pub rate_limited: Counter,
     pub bitrate_dropped: Counter,
+    refused: Family<Labels, Counter>,
+    /// Requests handed to the crate and awaiting its answer.
+    pub pending: Gauge,
+    /// Peer datagrams too large for the message that would carry them to the client.
+    pub oversized_dropped: Counter,
     /// Pre-resolved hot-path counters.
     pub bytes_to_peer: Counter,
     pub bytes_to_client: Counter,
@@ -51,6 +56,9 @@ impl Metrics {
         let quota_rejections = Family::<Labels, Counter>::default();
         let rate_limited = Counter::default();
         let bitrate_dropped = Counter::default();
+        let refused = Family::<Labels, Counter>::default();
+        let pending = Gauge::default();
+        let oversized_dropped = Counter::default();
         registry.register("allocations", "Live TURN allocations", allocations.clone());
         registry.register(
             "allocations_created",
@@ -102,6 +110,25 @@ impl Metrics {
             "Datagrams dropped by the per-allocation bitrate limit",
             bitrate_dropped.clone(),
         );
+        registry.register(
+            "requests_refused",
+            "Authenticated requests refused by a limit, by reason (oversized, bad_channel: 400; \
+             permission_cap, pending_full: 508)",
+            refused.clone(),
+        );
+        registry.register(
+            "pending_requests",
+            "Requests handed to the TURN engine and awaiting its answer",
+            pending.clone(),
+        );
+        registry.register(
+            "oversized_dropped_packets",
+            "Peer datagrams dropped because no Data indication or ChannelData can carry them",
+            oversized_dropped.clone(),
+        );
+        for reason in ["oversized", "bad_channel", "permission_cap", "pending_full"] {
+            let _ = refused.get_or_create(&[("reason", reason)]);
+        }
         let bytes_to_peer = relayed_bytes.get_or_create_owned(&[("direction", "client_to_peer")]);
         let bytes_to_client = relayed_bytes.get_or_create_owned(&[("direction", "peer_to_client")]);
         let packets_to_peer =
@@ -119,6 +146,9 @@ impl Metrics {
             quota_rejections,
             rate_limited,
             bitrate_dropped,
+            refused,
+            pending,
+            oversized_dropped,
             bytes_to_peer,
             bytes_to_client,
             packets_to_peer,
@@ -127,11 +157,16 @@ impl Metrics {
     }
 
     /// `reason`: missing, malformed, expired, bad_password, wrong_realm, bad_nonce,
-    /// stale_nonce.
+    /// stale_nonce, wrong_credentials (441).
     pub fn auth_failure(&self, reason: &'static str) {
         self.auth_failures
             .get_or_create(&[("reason", reason)])
             .inc();
+    }
+
+    /// `reason`: oversized, bad_channel (400), permission_cap, pending_full (508).
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&[("reason", reason)]).inc();
     }
 
     /// `request`: create_permission, channel_bind, send.

@@ -26,6 +26,7 @@ fn every_builtin_ipv4_range_is_denied_at_both_ends() {
         ("192.0.0.0", "192.0.0.255"),
         ("192.0.2.0", "192.0.2.255"),
         ("192.168.0.0", "192.168.255.255"),
+        ("192.88.99.0", "192.88.99.255"),
         ("198.18.0.0", "198.19.255.255"),
         ("198.51.100.0", "198.51.100.255"),
         ("203.0.113.0", "203.0.113.255"),
@@ -78,7 +79,12 @@ fn every_builtin_ipv6_range_is_denied() {
     ] {
         assert_eq!(p.check_ip(ip(a)), Err(Denied::BuiltIn), "{a}");
     }
-    for a in ["2001:4860:4860::8888", "2606:4700::1111", "fec0::1"] {
+    for a in [
+        "2001:4860:4860::8888",
+        "2606:4700::1111",
+        "fbff::1",
+        "ff::1",
+    ] {
         assert_eq!(p.check_ip(ip(a)), Ok(()), "{a}");
     }
 }
@@ -180,5 +186,115 @@ fn the_relays_own_ip_is_denied_except_for_its_live_relayed_ports() {
     assert_eq!(
         p.check("8.8.8.8:22".parse().expect("addr"), false),
         Err(Denied::OwnAddress)
+    );
+}
+
+/// IANA IPv4 Special-Purpose Address Registry: blocks not globally reachable that SPEC
+/// section 3's first list did not name (192.88.99.0/24, deprecated by RFC 7526), and the
+/// registry's globally reachable blocks, which stay ordinary peers.
+#[test]
+fn the_ipv4_special_purpose_registry_is_covered_and_its_reachable_blocks_are_not() {
+    let p = builtin();
+    for a in [
+        "192.88.99.1", // 6to4 relay anycast (deprecated), RFC 7526
+        "192.0.0.8",   // IPv4 dummy address, RFC 7600
+        "192.0.0.170", // NAT64/DNS64 discovery, RFC 7050
+        "0.0.0.0",     // this host, RFC 1122
+        "255.255.255.255",
+    ] {
+        assert_eq!(p.check_ip(ip(a)), Err(Denied::BuiltIn), "{a}");
+    }
+    for a in [
+        "192.31.196.1", // AS112-v4, RFC 7535: globally reachable
+        "192.52.193.1", // AMT, RFC 7450: globally reachable
+        "192.175.48.1", // AS112 direct delegation, RFC 7534: globally reachable
+        "192.88.98.255",
+        "192.88.100.0",
+    ] {
+        assert_eq!(p.check_ip(ip(a)), Ok(()), "{a}");
+    }
+}
+
+/// IANA IPv6 Special-Purpose Address Registry: every block whose "Globally Reachable" is
+/// False, at both ends, plus site-local (RFC 3879) and SIIT (RFC 2765).
+#[test]
+fn every_non_global_ipv6_registry_block_is_denied_at_both_ends() {
+    let p = builtin();
+    let cases = [
+        ("::ffff:0:0.0.0.0", "::ffff:0:255.255.255.255"), // SIIT, RFC 2765
+        ("64:ff9b:1::", "64:ff9b:1:ffff:ffff:ffff:ffff:ffff"), // local-use NAT64, RFC 8215
+        ("100::", "100::ffff:ffff:ffff:ffff"),            // discard-only, RFC 6666
+        ("100:0:0:1::", "100:0:0:1:ffff:ffff:ffff:ffff"), // dummy prefix, RFC 9780
+        ("2001:2::", "2001:2:0:ffff:ffff:ffff:ffff:ffff"), // benchmarking, RFC 5180
+        ("2001:10::", "2001:1f:ffff:ffff:ffff:ffff:ffff:ffff"), // deprecated ORCHID, RFC 4843
+        ("2001:5::", "2001:1ff:ffff:ffff:ffff:ffff:ffff:ffff"), // rest of 2001::/23, RFC 2928
+        ("3fff::", "3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff"), // documentation, RFC 9637
+        ("5f00::", "5f00:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), // SRv6 SIDs, RFC 9602
+        ("fec0::", "feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), // site-local, RFC 3879
+    ];
+    for (lo, hi) in cases {
+        assert_eq!(p.check_ip(ip(lo)), Err(Denied::BuiltIn), "{lo}");
+        assert_eq!(p.check_ip(ip(hi)), Err(Denied::BuiltIn), "{hi}");
+    }
+    // The example of the issue: SIIT form of the cloud metadata address.
+    assert!(p.check_ip(ip("::ffff:0:a9fe:a9fe")).is_err());
+}
+
+/// The registry's globally reachable entries inside 2001::/23 are ordinary peers.
+#[test]
+fn globally_reachable_entries_inside_2001_23_are_allowed() {
+    let p = builtin();
+    for a in [
+        "2001:1::1",     // PCP anycast, RFC 7723
+        "2001:1::2",     // TURN anycast, RFC 8155
+        "2001:3::1",     // AMT, RFC 7450
+        "2001:4:112::1", // AS112-v6, RFC 7535
+        "2001:20::1",    // ORCHIDv2, RFC 7343
+        "2001:30::1",    // drone remote ID, RFC 9374
+        "2001:200::1",   // outside the /23: ordinary global unicast
+    ] {
+        assert_eq!(p.check_ip(ip(a)), Ok(()), "{a}");
+    }
+    assert!(p.check_ip(ip("2001:1::4")).is_err(), "rest of 2001:1::/32");
+}
+
+/// Teredo (RFC 4380 section 4): 2001:0:SSSS:SSSS:flags:port:CCCC:CCCC carries the server's
+/// IPv4 and the client's IPv4 inverted; either one denied denies the address.
+#[test]
+fn teredo_addresses_are_denied_when_their_server_or_client_ipv4_is() {
+    let p = builtin();
+    // Server 65.54.227.120, client 192.0.2.45 (RFC 4380's example, client in TEST-NET-1).
+    assert!(
+        p.check_ip(ip("2001:0:4136:e378:8000:63bf:3fff:fdd2"))
+            .is_err()
+    );
+    // Server 10.0.0.1 (private), client 8.8.8.8 (!0x08080808 = f7f7:f7f7).
+    assert!(p.check_ip(ip("2001:0:a00:1:0:0:f7f7:f7f7")).is_err());
+    // Server 8.8.4.4, client 127.0.0.1 (!0x7f000001 = 80ff:fffe).
+    assert!(p.check_ip(ip("2001:0:808:404:0:0:80ff:fffe")).is_err());
+    // Both public: a Teredo host reachable through the Teredo relays.
+    assert_eq!(p.check_ip(ip("2001:0:808:404:0:0:f7f7:f7f7")), Ok(()));
+    let embedded: Vec<Ipv4Addr> = embedded_ipv4(ip("2001:0:808:404:0:0:80ff:fffe")).collect();
+    assert_eq!(
+        embedded,
+        vec![Ipv4Addr::new(8, 8, 4, 4), Ipv4Addr::new(127, 0, 0, 1)]
+    );
+}
+
+/// 6to4 and NAT64 forms of the newly covered IPv4 blocks are denied too.
+#[test]
+fn embedded_forms_of_the_new_ipv4_blocks_are_denied() {
+    let p = builtin();
+    assert!(
+        p.check_ip(ip("64:ff9b::c058:6301")).is_err(),
+        "NAT64 of 192.88.99.1"
+    );
+    assert!(
+        p.check_ip(ip("2002:c058:6301::1")).is_err(),
+        "6to4 of 192.88.99.1"
+    );
+    assert!(
+        p.check_ip(ip("::ffff:192.88.99.1")).is_err(),
+        "mapped 192.88.99.1"
     );
 }

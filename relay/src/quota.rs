@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Which allocation quota refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,19 +17,16 @@ pub enum QuotaError {
     PerUser,
 }
 
-/// How long an Allocate may stay reserved without a response from the TURN engine.
-pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Allocation counts: live allocations plus Allocates in flight (reserved at request,
-/// committed at the success response, released at the error response or on close).
+/// Allocation counts: live allocations plus Allocates in flight. The gate reserves one at
+/// the request and releases it at the error response, when the request expires unanswered,
+/// or when the allocation closes; which transaction holds which reservation is the gate's
+/// pending table's business (keyed by client 5-tuple and transaction id).
 #[derive(Debug)]
 pub struct AllocationQuota {
     max_total: usize,
     max_per_user: usize,
     per_user: HashMap<String, usize>,
     total: usize,
-    /// Transaction id -> (user, deadline).
-    pending: HashMap<[u8; 12], (String, Instant)>,
 }
 
 impl AllocationQuota {
@@ -40,17 +37,11 @@ impl AllocationQuota {
             max_per_user,
             per_user: HashMap::new(),
             total: 0,
-            pending: HashMap::new(),
         }
     }
 
-    /// Reserves one allocation for `user` for the Allocate with transaction id `tid`.
-    pub fn reserve(&mut self, user: &str, tid: [u8; 12], now: Instant) -> Result<(), QuotaError> {
-        self.expire(now);
-        if self.pending.contains_key(&tid) {
-            // A retransmission of the same Allocate: already counted.
-            return Ok(());
-        }
+    /// Reserves one allocation for `user`.
+    pub fn reserve(&mut self, user: &str) -> Result<(), QuotaError> {
         if self.total >= self.max_total {
             return Err(QuotaError::Total);
         }
@@ -60,24 +51,10 @@ impl AllocationQuota {
         }
         self.per_user.insert(user.to_owned(), n + 1);
         self.total += 1;
-        self.pending
-            .insert(tid, (user.to_owned(), now + PENDING_TIMEOUT));
         Ok(())
     }
 
-    /// The Allocate succeeded: the reservation becomes a live allocation. Returns its user.
-    pub fn commit(&mut self, tid: &[u8; 12]) -> Option<String> {
-        self.pending.remove(tid).map(|(user, _)| user)
-    }
-
-    /// The Allocate failed: give the reservation back.
-    pub fn cancel(&mut self, tid: &[u8; 12]) {
-        if let Some((user, _)) = self.pending.remove(tid) {
-            self.release(&user);
-        }
-    }
-
-    /// A live allocation of `user` ended.
+    /// Gives back one reservation or live allocation of `user`.
     pub fn release(&mut self, user: &str) {
         if let Some(n) = self.per_user.get_mut(user) {
             *n -= 1;
@@ -85,19 +62,6 @@ impl AllocationQuota {
                 self.per_user.remove(user);
             }
             self.total = self.total.saturating_sub(1);
-        }
-    }
-
-    /// Drops reservations whose response never came.
-    pub fn expire(&mut self, now: Instant) {
-        let expired: Vec<[u8; 12]> = self
-            .pending
-            .iter()
-            .filter(|(_, (_, deadline))| *deadline <= now)
-            .map(|(t, _)| *t)
-            .collect();
-        for t in expired {
-            self.cancel(&t);
         }
     }
 
@@ -201,56 +165,37 @@ impl SourceLimiter {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    fn tid(n: u8) -> [u8; 12] {
-        [n; 12]
-    }
+    use super::*;
 
     /// RFC 8656 section 7.2 step 7: 486 once a user holds its quota.
     #[test]
     fn the_n_plus_first_allocation_of_a_user_is_refused() {
-        let now = Instant::now();
         let mut q = AllocationQuota::new(100, 2);
-        assert_eq!(q.reserve("alice", tid(1), now), Ok(()));
-        assert_eq!(q.reserve("alice", tid(2), now), Ok(()));
-        assert_eq!(q.reserve("alice", tid(3), now), Err(QuotaError::PerUser));
-        assert_eq!(q.reserve("bob", tid(4), now), Ok(()));
-    }
-
-    #[test]
-    fn a_retransmitted_allocate_is_not_counted_twice() {
-        let now = Instant::now();
-        let mut q = AllocationQuota::new(100, 1);
-        assert_eq!(q.reserve("alice", tid(1), now), Ok(()));
-        assert_eq!(q.reserve("alice", tid(1), now), Ok(()));
-        assert_eq!(q.total(), 1);
+        assert_eq!(q.reserve("alice"), Ok(()));
+        assert_eq!(q.reserve("alice"), Ok(()));
+        assert_eq!(q.reserve("alice"), Err(QuotaError::PerUser));
+        assert_eq!(q.reserve("bob"), Ok(()));
     }
 
     #[test]
     fn the_total_quota_spans_users() {
-        let now = Instant::now();
         let mut q = AllocationQuota::new(2, 10);
-        assert_eq!(q.reserve("a", tid(1), now), Ok(()));
-        assert_eq!(q.reserve("b", tid(2), now), Ok(()));
-        assert_eq!(q.reserve("c", tid(3), now), Err(QuotaError::Total));
+        assert_eq!(q.reserve("a"), Ok(()));
+        assert_eq!(q.reserve("b"), Ok(()));
+        assert_eq!(q.reserve("c"), Err(QuotaError::Total));
     }
 
     #[test]
-    fn failed_expired_and_closed_allocations_give_their_slot_back() {
-        let now = Instant::now();
+    fn a_released_reservation_gives_its_slot_back_and_unknown_users_change_nothing() {
         let mut q = AllocationQuota::new(100, 1);
-        q.reserve("alice", tid(1), now).expect("first");
-        q.cancel(&tid(1));
-        q.reserve("alice", tid(2), now).expect("after cancel");
-        assert_eq!(q.commit(&tid(2)).as_deref(), Some("alice"));
-        assert!(q.reserve("alice", tid(3), now).is_err());
+        q.reserve("alice").expect("first");
+        assert!(q.reserve("alice").is_err());
         q.release("alice");
-        q.reserve("alice", tid(4), now).expect("after release");
-        // Never answered: expires.
-        assert!(q.reserve("alice", tid(5), now).is_err());
-        q.reserve("alice", tid(6), now + PENDING_TIMEOUT)
-            .expect("after expiry");
+        q.reserve("alice").expect("after release");
+        q.release("mallory");
+        assert_eq!(q.total(), 1);
     }
 
     #[test]

@@ -73,6 +73,8 @@ impl Relay {
                 .bits_per_second()
                 .map(|b| b / 8),
             unauth_requests_per_second: r.unauth_requests_per_second,
+            max_permissions_per_allocation: r.max_permissions_per_allocation,
+            pending_cap: crate::gate::PENDING_CAP,
         };
         let creds = Arc::new(Credentials::new(cfg.turn.secrets.clone()));
         let gate = Arc::new(Gate::new(

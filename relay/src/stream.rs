@@ -12,13 +12,16 @@
 //!   there (RFC 8656 §3.1: an allocation over TCP/TLS lives as long as its connection).
 //!
 //! A connection that delivers no complete message within `idle_timeout` is closed
-//! (slowloris), as is one that sends anything unframeable.
+//! (slowloris), as is one that has made no allocation within `idle_timeout` of opening (the
+//! core reports allocations through [`StreamClient::allocated`]) and one that sends
+//! anything unframeable. At most `max_connections` are open in all and
+//! `max_connections_per_ip` per source ([`sources`]).
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -32,6 +35,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::framing::{Frame, Framer, FramingError, MAX_MESSAGE_LEN, encode_for_stream};
 use crate::tls::TlsReloader;
+
+pub mod sources;
+
+use sources::SourceCounts;
 
 /// Identifies one TCP/TLS connection for the life of the process.
 pub type ClientId = u64;
@@ -55,7 +62,10 @@ pub enum Transport {
 pub struct StreamConfig {
     /// Concurrent TCP + TLS connections, across every listener served by one server.
     pub max_connections: usize,
-    /// A connection with no complete inbound message for this long is closed.
+    /// Concurrent connections from one source ([`sources::source_of`]).
+    pub max_connections_per_ip: usize,
+    /// A connection with no complete inbound message for this long is closed, and so is
+    /// one that has made no allocation this long after opening.
     pub idle_timeout: Duration,
     /// A TLS handshake not finished within this is abandoned.
     pub handshake_timeout: Duration,
@@ -71,6 +81,7 @@ impl StreamConfig {
     pub fn from_relay(relay: &RelayConfig) -> Self {
         Self {
             max_connections: relay.max_stream_connections,
+            max_connections_per_ip: relay.max_stream_connections_per_ip,
             idle_timeout: relay.stream_idle_timeout,
             ..Self::default()
         }
@@ -81,6 +92,7 @@ impl Default for StreamConfig {
     fn default() -> Self {
         Self {
             max_connections: 4096,
+            max_connections_per_ip: 64,
             idle_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             max_message_len: MAX_MESSAGE_LEN,
@@ -100,6 +112,9 @@ pub struct StreamClient {
     pub local: SocketAddr,
     /// Messages to write to the client; drop every clone to close the connection.
     pub outbound: mpsc::Sender<Bytes>,
+    /// Set by the core once this connection holds an allocation; until then the
+    /// connection is closed `idle_timeout` after opening.
+    pub allocated: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -115,6 +130,8 @@ pub enum CloseReason {
     PeerClosed,
     /// No complete message within the idle timeout.
     Idle,
+    /// No allocation within the idle timeout of opening.
+    NoAllocation,
     /// The client sent something that is neither STUN nor ChannelData.
     Framing(FramingError),
     /// The socket failed.
@@ -128,9 +145,12 @@ pub enum CloseReason {
 pub struct StreamStats {
     pub accepted: u64,
     pub rejected_over_cap: u64,
+    /// Refused at `max_connections_per_ip`.
+    pub rejected_per_ip: u64,
     pub handshake_failed: u64,
     pub closed_idle: u64,
     pub closed_framing: u64,
+    pub closed_no_allocation: u64,
     /// Connections open now (TLS ones from the start of their handshake).
     pub open: u64,
 }
@@ -139,9 +159,11 @@ pub struct StreamStats {
 struct Counters {
     accepted: AtomicU64,
     rejected_over_cap: AtomicU64,
+    rejected_per_ip: AtomicU64,
     handshake_failed: AtomicU64,
     closed_idle: AtomicU64,
     closed_framing: AtomicU64,
+    closed_no_allocation: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -151,6 +173,7 @@ fn bump(counter: &AtomicU64) {
 struct Inner {
     config: StreamConfig,
     permits: Arc<Semaphore>,
+    sources: Mutex<SourceCounts>,
     next_id: AtomicU64,
     counters: Counters,
     events: mpsc::Sender<StreamEvent>,
@@ -176,10 +199,12 @@ impl StreamServer {
     #[must_use]
     pub fn new(config: StreamConfig, events: mpsc::Sender<StreamEvent>) -> Self {
         let permits = Arc::new(Semaphore::new(config.max_connections));
+        let sources = Mutex::new(SourceCounts::new(config.max_connections_per_ip));
         Self {
             inner: Arc::new(Inner {
                 config,
                 permits,
+                sources,
                 next_id: AtomicU64::new(1),
                 counters: Counters::default(),
                 events,
@@ -195,9 +220,11 @@ impl StreamServer {
         StreamStats {
             accepted: c.accepted.load(Ordering::Relaxed),
             rejected_over_cap: c.rejected_over_cap.load(Ordering::Relaxed),
+            rejected_per_ip: c.rejected_per_ip.load(Ordering::Relaxed),
             handshake_failed: c.handshake_failed.load(Ordering::Relaxed),
             closed_idle: c.closed_idle.load(Ordering::Relaxed),
             closed_framing: c.closed_framing.load(Ordering::Relaxed),
+            closed_no_allocation: c.closed_no_allocation.load(Ordering::Relaxed),
             open: u64::try_from(open).unwrap_or(u64::MAX),
         }
     }
@@ -226,10 +253,17 @@ impl StreamServer {
                             drop(tcp);
                             continue;
                         };
+                        let Some(source) = SourceSlot::take(&self.inner, peer) else {
+                            bump(&self.inner.counters.rejected_per_ip);
+                            tracing::debug!(%peer, "Stream connection refused: per-source cap reached");
+                            drop(tcp);
+                            continue;
+                        };
                         bump(&self.inner.counters.accepted);
                         let acceptor = tls.as_ref().map(|t| t.acceptor());
                         let inner = Arc::clone(&self.inner);
-                        tasks.spawn(run_connection(inner, tcp, peer, acceptor, permit));
+                        let slot = Slot { _permit: permit, _source: source };
+                        tasks.spawn(run_connection(inner, tcp, peer, acceptor, slot));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "Stream accept failed");
@@ -242,12 +276,48 @@ impl StreamServer {
     }
 }
 
+/// A connection's place under the per-source cap, given back on drop.
+struct SourceSlot {
+    inner: Arc<Inner>,
+    peer: SocketAddr,
+}
+
+impl SourceSlot {
+    fn take(inner: &Arc<Inner>, peer: SocketAddr) -> Option<Self> {
+        let added = inner
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .try_add(peer.ip());
+        added.then(|| Self {
+            inner: Arc::clone(inner),
+            peer,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        self.inner
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(self.peer.ip());
+    }
+}
+
+/// A connection's places under both caps; dropping it frees them.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _source: SourceSlot,
+}
+
 async fn run_connection(
     inner: Arc<Inner>,
     tcp: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
 ) {
     // Nagle would hold back small STUN/ChannelData writes; media wants them out now.
     let _ = tcp.set_nodelay(true);
@@ -255,22 +325,22 @@ async fn run_connection(
         return;
     };
     let Some(acceptor) = tls else {
-        return open_and_drive(&inner, tcp, Transport::Tcp, peer, local, permit).await;
+        return open_and_drive(&inner, tcp, Transport::Tcp, peer, local, slot).await;
     };
     // Pinned here rather than moved into `timeout`, so that on a timeout the socket is
     // closed only after the counters and the slot are updated.
     let accept = acceptor.accept(tcp);
     tokio::pin!(accept);
     match timeout(inner.config.handshake_timeout, &mut accept).await {
-        Ok(Ok(stream)) => open_and_drive(&inner, stream, Transport::Tls, peer, local, permit).await,
+        Ok(Ok(stream)) => open_and_drive(&inner, stream, Transport::Tls, peer, local, slot).await,
         Ok(Err(e)) => {
             bump(&inner.counters.handshake_failed);
-            drop(permit);
+            drop(slot);
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
         }
         Err(_) => {
             bump(&inner.counters.handshake_failed);
-            drop(permit);
+            drop(slot);
             tracing::debug!(%peer, "TLS handshake timed out");
         }
     }
@@ -282,18 +352,20 @@ async fn open_and_drive<S>(
     transport: Transport,
     peer: SocketAddr,
     local: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let (outbound, rx) = mpsc::channel(inner.config.outbound_queue.max(1));
+    let allocated = Arc::new(AtomicBool::new(false));
     let client = StreamClient {
         id,
         transport,
         peer,
         local,
         outbound,
+        allocated: Arc::clone(&allocated),
     };
     if inner
         .events
@@ -311,31 +383,29 @@ async fn open_and_drive<S>(
         Transport::Tcp => WRITE_BATCH,
         Transport::Tls => 0,
     };
-    let reason = drive(
-        io,
+    let reading = Reading {
         id,
-        inner.config.idle_timeout,
-        framer,
-        &inner.events,
-        rx,
-        batch,
-    )
-    .await;
+        idle_timeout: inner.config.idle_timeout,
+        allocated: Some(&allocated),
+    };
+    let reason = drive(io, reading, framer, &inner.events, rx, batch).await;
     match reason {
         CloseReason::Idle => bump(&inner.counters.closed_idle),
+        CloseReason::NoAllocation => bump(&inner.counters.closed_no_allocation),
         CloseReason::Framing(_) => bump(&inner.counters.closed_framing),
         _ => {}
     }
     tracing::debug!(id, %peer, ?reason, "Stream client closed");
     // Free the slot before telling the core, so a client that saw `Closed` can connect.
-    drop(permit);
+    drop(slot);
     let _ = inner.events.send(StreamEvent::Closed { id, reason }).await;
 }
 
 /// Runs one connection until it ends: reads and frames inbound messages into `events`
 /// as [`StreamEvent::Frame`], writes `outbound` messages padded for the stream, and
-/// enforces `idle_timeout` between complete inbound messages. Works on any byte
-/// stream (TCP, TLS, an in-memory duplex). Sends no `Opened`/`Closed` events itself.
+/// enforces `idle_timeout` between complete inbound messages (not the allocation rule: that
+/// needs the core). Works on any byte stream (TCP, TLS, an in-memory duplex). Sends no
+/// `Opened`/`Closed` events itself.
 pub async fn drive_connection<S>(
     io: S,
     id: ClientId,
@@ -347,15 +417,27 @@ pub async fn drive_connection<S>(
 where
     S: AsyncRead + AsyncWrite,
 {
-    drive(io, id, idle_timeout, framer, events, outbound, WRITE_BATCH).await
+    let reading = Reading {
+        id,
+        idle_timeout,
+        allocated: None,
+    };
+    drive(io, reading, framer, events, outbound, WRITE_BATCH).await
+}
+
+/// What the read side of one connection needs to know.
+struct Reading<'a> {
+    id: ClientId,
+    idle_timeout: Duration,
+    /// Set once the connection holds an allocation; `None`: not enforced.
+    allocated: Option<&'a AtomicBool>,
 }
 
 /// [`drive_connection`], coalescing queued outbound messages into writes of up to
 /// `batch` bytes (0: one write per message).
 async fn drive<S>(
     io: S,
-    id: ClientId,
-    idle_timeout: Duration,
+    reading: Reading<'_>,
     framer: Framer,
     events: &mpsc::Sender<StreamEvent>,
     outbound: mpsc::Receiver<Bytes>,
@@ -366,7 +448,7 @@ where
 {
     let (mut rd, mut wr) = tokio::io::split(io);
     let reason = tokio::select! {
-        r = read_loop(&mut rd, id, idle_timeout, framer, events) => r,
+        r = read_loop(&mut rd, reading, framer, events) => r,
         w = write_loop(&mut wr, outbound, batch) => w,
     };
     // Bounded: a peer that stopped reading must not keep the task alive.
@@ -376,13 +458,19 @@ where
 
 async fn read_loop<R: AsyncRead + Unpin>(
     rd: &mut R,
-    id: ClientId,
-    idle_timeout: Duration,
+    reading: Reading<'_>,
     mut framer: Framer,
     events: &mpsc::Sender<StreamEvent>,
 ) -> CloseReason {
+    let Reading {
+        id,
+        idle_timeout,
+        allocated,
+    } = reading;
     let mut buf = vec![0u8; READ_CHUNK];
-    let mut deadline = Instant::now() + idle_timeout;
+    let opened = Instant::now();
+    let mut deadline = opened + idle_timeout;
+    let allocation_deadline = opened + idle_timeout;
     loop {
         loop {
             match framer.poll_frame() {
@@ -396,8 +484,20 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Err(e) => return CloseReason::Framing(e),
             }
         }
-        match timeout_at(deadline, rd.read(&mut buf)).await {
-            Err(_) => return CloseReason::Idle,
+        let unallocated = allocated.is_some_and(|a| !a.load(Ordering::Acquire));
+        // The allocation deadline never comes after the message deadline.
+        let wake = if unallocated {
+            allocation_deadline
+        } else {
+            deadline
+        };
+        match timeout_at(wake, rd.read(&mut buf)).await {
+            Err(_) if Instant::now() >= deadline => return CloseReason::Idle,
+            Err(_) => {
+                if allocated.is_some_and(|a| !a.load(Ordering::Acquire)) {
+                    return CloseReason::NoAllocation;
+                }
+            }
             Ok(Ok(0)) => return CloseReason::PeerClosed,
             Ok(Ok(n)) => framer.push(buf.get(..n).unwrap_or_default()),
             Ok(Err(e)) => return CloseReason::Io(e.kind()),

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use anyhow::Context as _;
@@ -42,6 +43,7 @@ enum Routed {
         id: ClientId,
         peer: SocketAddr,
         outbound: mpsc::Sender<Bytes>,
+        allocated: Arc<AtomicBool>,
     },
     Frame {
         peer: SocketAddr,
@@ -53,13 +55,21 @@ enum Routed {
     },
 }
 
+/// One open connection as its listener's transport sees it.
+#[derive(Debug)]
+struct Connection {
+    id: ClientId,
+    outbound: mpsc::Sender<Bytes>,
+    allocated: Arc<AtomicBool>,
+}
+
 /// The connections of one TCP or TLS listener, as one client transport.
 #[derive(Debug)]
 pub struct StreamTransport {
     local: SocketAddr,
     kind: Transport,
     inbox: Mutex<mpsc::Receiver<Routed>>,
-    clients: RwLock<HashMap<SocketAddr, (ClientId, mpsc::Sender<Bytes>)>>,
+    clients: RwLock<HashMap<SocketAddr, Connection>>,
 }
 
 impl StreamTransport {
@@ -102,11 +112,23 @@ impl ClientTransport for StreamTransport {
                 return std::future::pending().await;
             };
             match event {
-                Routed::Opened { id, peer, outbound } => {
+                Routed::Opened {
+                    id,
+                    peer,
+                    outbound,
+                    allocated,
+                } => {
                     self.clients
                         .write()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .insert(peer, (id, outbound));
+                        .insert(
+                            peer,
+                            Connection {
+                                id,
+                                outbound,
+                                allocated,
+                            },
+                        );
                 }
                 Routed::Frame { peer, bytes } => {
                     let Some(dst) = buf.get_mut(..bytes.len()) else {
@@ -120,7 +142,7 @@ impl ClientTransport for StreamTransport {
                 }
                 Routed::Closed { id, peer } => {
                     let mut clients = self.clients.write().unwrap_or_else(PoisonError::into_inner);
-                    if clients.get(&peer).is_some_and(|(open, _)| *open == id) {
+                    if clients.get(&peer).is_some_and(|c| c.id == id) {
                         clients.remove(&peer);
                     }
                     return Ok(Received::Closed(peer));
@@ -135,7 +157,7 @@ impl ClientTransport for StreamTransport {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&client)
-            .map(|(_, tx)| tx.clone());
+            .map(|c| c.outbound.clone());
         let Some(outbound) = outbound else {
             return Err(io::ErrorKind::NotConnected.into());
         };
@@ -152,6 +174,17 @@ impl ClientTransport for StreamTransport {
 
     fn is_stream(&self) -> bool {
         true
+    }
+
+    fn allocation_made(&self, client: SocketAddr) {
+        if let Some(c) = self
+            .clients
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&client)
+        {
+            c.allocated.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -179,6 +212,7 @@ async fn route(
                     id: c.id,
                     peer: c.peer,
                     outbound: c.outbound,
+                    allocated: c.allocated,
                 };
                 (index, routed)
             }

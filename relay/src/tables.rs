@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
-use crate::policy::canonical;
 use crate::quota::TokenBucket;
 use crate::transport::ClientTransport;
 
-/// RFC 8656 section 9: a permission lasts 300 s (refreshed by CreatePermission/ChannelBind).
-pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
+mod permissions;
+
+pub use permissions::{OverCapacity, PERMISSION_LIFETIME, Permissions};
 /// RFC 8656 section 12: a channel binding lasts 600 s.
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 
@@ -68,7 +68,7 @@ pub struct AllocState {
     /// USERNAME and long-term key of the Allocate, to release the allocation on behalf of
     /// a client whose stream closed.
     pub credential: OnceLock<(String, Vec<u8>)>,
-    permissions: RwLock<HashMap<IpAddr, Instant>>,
+    permissions: RwLock<Permissions>,
     channels: RwLock<Channels>,
     bucket: Option<Mutex<TokenBucket>>,
 }
@@ -94,23 +94,38 @@ impl AllocState {
             socket,
             user,
             credential: OnceLock::new(),
-            permissions: RwLock::new(HashMap::new()),
+            permissions: RwLock::new(Permissions::default()),
             channels: RwLock::new(Channels::default()),
             bucket,
         }
     }
 
+    /// The USERNAME the allocation was made with (RFC 8656 section 5: every later request
+    /// must carry it).
+    #[must_use]
+    pub fn username(&self) -> Option<&str> {
+        self.credential.get().map(|(u, _)| u.as_str())
+    }
+
+    /// Whether installing or refreshing `ips` keeps this allocation within `cap` peers.
+    pub fn admit_permissions(
+        &self,
+        ips: &[IpAddr],
+        cap: usize,
+        now: Instant,
+    ) -> Result<(), OverCapacity> {
+        write(&self.permissions).admit(ips, cap, now)
+    }
+
     /// Installs or refreshes a permission for `ip` (RFC 8656 section 9).
     pub fn add_permission(&self, ip: IpAddr, now: Instant) {
-        write(&self.permissions).insert(canonical(ip), now + PERMISSION_LIFETIME);
+        write(&self.permissions).install(ip, now);
     }
 
     /// Whether a permission for `ip` is live at `now`.
     #[must_use]
     pub fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
-        read(&self.permissions)
-            .get(&canonical(ip))
-            .is_some_and(|exp| *exp > now)
+        read(&self.permissions).allows(ip, now)
     }
 
     /// Binds or refreshes `number` to `peer` (also refreshing its permission, RFC 8656
@@ -132,9 +147,9 @@ impl AllocState {
                 }
             }
         }
-        self.add_permission(peer.ip(), now);
         let mut perms = write(&self.permissions);
-        perms.retain(|_, exp| *exp > now);
+        perms.install(peer.ip(), now);
+        perms.purge(now);
     }
 
     /// The peer bound to `number`, if live.

@@ -32,6 +32,9 @@ pub trait ClientTransport: Send + Sync + std::fmt::Debug + 'static {
     fn is_stream(&self) -> bool {
         false
     }
+    /// `client` now holds an allocation. A stream transport uses it to close connections
+    /// that make none within the idle timeout (SPEC section 3.1); datagram ones ignore it.
+    fn allocation_made(&self, _client: SocketAddr) {}
 }
 
 #[async_trait]

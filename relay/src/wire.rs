@@ -33,6 +33,56 @@ pub fn parse(packet: &[u8]) -> Option<Message> {
     Some(m)
 }
 
+/// Decodes a STUN message from a client with everything after its MESSAGE-INTEGRITY cut
+/// off: RFC 8489 section 14.5 says agents MUST ignore attributes that follow it (only
+/// FINGERPRINT, which only checks the bytes, may follow), so nothing unauthenticated is ever
+/// used for a decision or handed on. The cut message still verifies with the same key: the
+/// integrity covers exactly the bytes before it (RFC 8489 section 14.5).
+#[must_use]
+pub fn parse_client(packet: &[u8]) -> Option<Message> {
+    let m = parse(packet)?;
+    let Some(end) = integrity_end(&m) else {
+        return Some(m);
+    };
+    if end == MESSAGE_HEADER_LEN + m.length as usize {
+        return Some(m);
+    }
+    let mut raw = m.raw.get(..end)?.to_vec();
+    let body = u16::try_from(end - MESSAGE_HEADER_LEN).ok()?;
+    raw[2..4].copy_from_slice(&body.to_be_bytes());
+    parse(&raw)
+}
+
+/// STUN header length (RFC 8489 section 5).
+const MESSAGE_HEADER_LEN: usize = 20;
+
+/// Where each attribute of `m` starts in its raw bytes (RFC 8489 section 14: TLVs padded to
+/// 4 bytes after the 20-byte header), with the offset just past it.
+fn attribute_spans(m: &Message) -> impl Iterator<Item = (AttrType, usize, usize)> + '_ {
+    let mut offset = MESSAGE_HEADER_LEN;
+    m.attributes.0.iter().map(move |a| {
+        let start = offset;
+        offset += 4 + a.value.len().div_ceil(4) * 4;
+        (a.typ, start, offset)
+    })
+}
+
+/// The offset just past the first MESSAGE-INTEGRITY attribute.
+fn integrity_end(m: &Message) -> Option<usize> {
+    attribute_spans(m)
+        .find(|(t, _, _)| *t == ATTR_MESSAGE_INTEGRITY)
+        .map(|(_, _, end)| end)
+}
+
+/// Where the value of the first `t` attribute sits in the raw message: (start, len).
+#[must_use]
+pub fn value_bounds(m: &Message, t: AttrType) -> Option<(usize, usize)> {
+    attribute_spans(m)
+        .zip(&m.attributes.0)
+        .find(|((typ, _, _), _)| *typ == t)
+        .map(|((_, start, _), a)| (start + 4, a.value.len()))
+}
+
 /// A ChannelData message (RFC 8656 section 12.4): channel number and payload bounds.
 /// Channel numbers up to 0x7FFF are accepted: RFC 5766 allowed them, clients such as
 /// coturn's still use them, and so does the `turn` crate.
@@ -128,34 +178,52 @@ fn encode_xor_address(addr: SocketAddr, tid: &[u8; 12], out: &mut Vec<u8>) {
     }
 }
 
+/// A payload that no 16-bit length field can describe in the message it would travel in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a payload of {0} bytes does not fit the message's 16-bit length")]
+pub struct TooLarge(pub usize);
+
 /// A ChannelData message (RFC 8656 section 12.4) for `payload` on `number`, into `out`.
-/// Over UDP no padding is needed.
-pub fn encode_channel_data(number: u16, payload: &[u8], out: &mut Vec<u8>) {
+/// Over UDP no padding is needed. A payload over 65,535 bytes is refused, never wrapped.
+pub fn encode_channel_data(number: u16, payload: &[u8], out: &mut Vec<u8>) -> Result<(), TooLarge> {
     out.clear();
+    let len = u16::try_from(payload.len()).map_err(|_| TooLarge(payload.len()))?;
     out.extend_from_slice(&number.to_be_bytes());
-    out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(payload);
+    Ok(())
 }
 
 /// A Data indication (RFC 8656 section 11.4) carrying `payload` from `peer`, into `out`.
-pub fn encode_data_indication(peer: SocketAddr, payload: &[u8], tid: [u8; 12], out: &mut Vec<u8>) {
+/// The message length counts XOR-PEER-ADDRESS, the DATA header and padding too (RFC 8489
+/// section 5), so a payload close to 64 KiB does not fit: it is refused, never wrapped.
+pub fn encode_data_indication(
+    peer: SocketAddr,
+    payload: &[u8],
+    tid: [u8; 12],
+    out: &mut Vec<u8>,
+) -> Result<(), TooLarge> {
     out.clear();
+    let addr_len: u16 = if peer.is_ipv4() { 8 } else { 20 };
+    let pad = (4 - payload.len() % 4) % 4;
+    let body = 4 + usize::from(addr_len) + 4 + payload.len() + pad;
+    let too_large = TooLarge(payload.len());
+    let body = u16::try_from(body).map_err(|_| too_large)?;
+    let data_len = u16::try_from(payload.len()).map_err(|_| too_large)?;
     // Type 0x0017: method Data (0x007), class indication.
     out.extend_from_slice(&0x0017u16.to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&body.to_be_bytes());
     out.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
     out.extend_from_slice(&tid);
-    let addr_len: u16 = if peer.is_ipv4() { 8 } else { 20 };
     out.extend_from_slice(&ATTR_XOR_PEER_ADDRESS.0.to_be_bytes());
     out.extend_from_slice(&addr_len.to_be_bytes());
     encode_xor_address(peer, &tid, out);
     out.extend_from_slice(&stun::attributes::ATTR_DATA.0.to_be_bytes());
-    out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    out.extend_from_slice(&data_len.to_be_bytes());
     out.extend_from_slice(payload);
-    let pad = (4 - payload.len() % 4) % 4;
     out.extend(std::iter::repeat_n(0u8, pad));
-    let body = (out.len() - 20) as u16;
-    out[2..4].copy_from_slice(&body.to_be_bytes());
+    debug_assert_eq!(out.len(), MESSAGE_HEADER_LEN + usize::from(body));
+    Ok(())
 }
 
 fn build(setters: &[Box<dyn Setter>]) -> Vec<u8> {
@@ -210,8 +278,11 @@ pub fn error_response(
 
 fn reason(code: u16) -> &'static str {
     match code {
+        400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
+        437 => "Allocation Mismatch",
+        441 => "Wrong Credentials",
         438 => "Stale Nonce",
         486 => "Allocation Quota Reached",
         508 => "Insufficient Capacity",

@@ -22,6 +22,26 @@ const DENIED: &[&str] = &[
     "[::]:5000",
     "[::ffff:127.0.0.1]:5000",
     "[64:ff9b::7f00:1]:5000",
+    // SPEC section 3.1: the rest of the IANA special-purpose registries and embedded forms.
+    "192.88.99.1:5000",                            // deprecated 6to4 relay anycast
+    "100.64.0.1:5000",                             // shared address space (CGNAT)
+    "198.18.0.1:5000",                             // benchmarking
+    "240.0.0.1:5000",                              // reserved
+    "[64:ff9b:1::a00:1]:5000",                     // local-use NAT64
+    "[64:ff9b::a9fe:a9fe]:80",                     // NAT64 of the metadata address
+    "[::ffff:0:a9fe:a9fe]:80",                     // SIIT form of the metadata address
+    "[::a9fe:a9fe]:80",                            // IPv4-compatible metadata address
+    "[2002:a9fe:a9fe::1]:80",                      // 6to4 of the metadata address
+    "[2001:0:4136:e378:8000:63bf:3fff:fdd2]:5000", // Teredo, client in TEST-NET-1
+    "[2001:0:a00:1:0:0:f7f7:f7f7]:5000",           // Teredo, server 10.0.0.1
+    "[fec0::1]:5000",                              // site-local
+    "[100::1]:5000",                               // discard-only
+    "[2001:2::1]:5000",                            // benchmarking
+    "[2001:db8::1]:5000",                          // documentation
+    "[3fff::1]:5000",                              // documentation (RFC 9637)
+    "[fe80::1]:5000",                              // link-local
+    "[fd00::1]:5000",                              // unique local
+    "[ff02::1]:5000",                              // multicast
 ];
 
 fn targets(ports: &Ports, victim: SocketAddr) -> Vec<SocketAddr> {

@@ -311,7 +311,12 @@ async fn closing_the_connection_deletes_its_allocation_and_frees_the_quota() {
 async fn connections_over_the_cap_are_refused_until_one_closes() {
     let ports = Ports::new();
     let cert = make_cert();
-    let _relay = start(&ports, &cert, "max_stream_connections = 2");
+    // The per-IP cap may not exceed the global one (config validation).
+    let _relay = start(
+        &ports,
+        &cert,
+        "max_stream_connections = 2\nmax_stream_connections_per_ip = 2",
+    );
     let mut a = tcp_client(&ports, "a").await;
     let mut b = tcp_client(&ports, "b").await;
     assert!(a.binding_succeeds().await && b.binding_succeeds().await);
@@ -472,4 +477,200 @@ async fn sigterm_closes_stream_connections_and_exits_cleanly() {
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     let status = relay.wait_exit(WAIT).expect("exits");
     assert!(status.success(), "{status:?}");
+}
+
+/// A TCP connection from the loopback source `ip`.
+async fn tcp_from(ports: &Ports, ip: &str) -> TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().expect("socket");
+    s.bind(SocketAddr::new(ip.parse().expect("ip"), 0))
+        .expect("bind source");
+    s.connect(tcp_addr(ports)).await.expect("connect")
+}
+
+/// Issue 12, finding 4 / SPEC section 3.1: at most `max_stream_connections_per_ip`
+/// connections from one source IP (4,096 idle connections from one IP used to fill the
+/// global cap). The next one from that IP is closed at once and counted; another source
+/// is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_over_the_per_ip_cap_are_refused_and_other_sources_are_served() {
+    let ports = Ports::new();
+    let cert = make_cert();
+    let _relay = start(&ports, &cert, "max_stream_connections_per_ip = 3");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = StreamTurnClient::new(
+            tcp_from(&ports, "127.0.0.2").await,
+            &credential(TEST_SECRET, "mallory"),
+        );
+        assert!(c.binding_succeeds().await, "within the per-IP cap");
+        held.push(c);
+    }
+    let mut over = tcp_from(&ports, "127.0.0.2").await;
+    let mut buf = [0u8; 16];
+    let read = timeout(WAIT, over.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let mut other = StreamTurnClient::new(
+        tcp_from(&ports, "127.0.0.3").await,
+        &credential(TEST_SECRET, "alice"),
+    );
+    other.allocate().await.expect("another source allocates");
+    let text = scrape(&ports);
+    assert_eq!(
+        sample(
+            &text,
+            "switchboard_relay_stream_connections_rejected_per_ip_total"
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "switchboard_relay_stream_connections_rejected_over_cap_total"
+        ),
+        0.0
+    );
+}
+
+/// Issue 12, finding 4 / SPEC section 3.1: a connection that has made no allocation within
+/// `stream_idle_timeout` is closed, even while it keeps sending complete messages (only
+/// "no complete message" used to count as idle). A connection with an allocation, as busy,
+/// stays open and relays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_makes_no_allocation_is_closed_after_the_idle_timeout_even_when_busy() {
+    let ports = Ports::new();
+    let cert = make_cert();
+    let _relay = start(&ports, &cert, "stream_idle_timeout = \"2s\"");
+    let mut good = tcp_client(&ports, "good").await;
+    let (peer, peer_addr) = udp_peer().await;
+    let relayed = allocate_and_bind(&mut good, peer_addr).await;
+    let mut busy = TcpStream::connect(tcp_addr(&ports)).await.expect("connect");
+    let series = "switchboard_relay_stream_connections_closed_total{transport=\"tcp\",reason=\"no_allocation\"}";
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    let mut closed = false;
+    for _ in 0..50 {
+        tick.tick().await;
+        assert!(
+            good.binding_succeeds().await,
+            "the allocated connection serves"
+        );
+        let _ = busy.write_all(&binding_request()).await;
+        if sample(&scrape(&ports), series) == 1.0 {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "the busy connection without an allocation was closed"
+    );
+    let mut buf = vec![0u8; 4096];
+    let drained = timeout(WAIT, async {
+        loop {
+            match busy.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the server closed it");
+    round_trip(&mut good, &peer, relayed, b"still open").await;
+}
+
+fn binding_request() -> Vec<u8> {
+    let mut m = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    m.extend_from_slice(&[9; 12]);
+    m
+}
+
+/// Issue 12, finding 1 over TCP, where a request that is never answered hangs its client
+/// (it is never retransmitted): a CreatePermission larger than the crate reads gets 400.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_request_over_tcp_is_answered_with_400() {
+    let ports = Ports::new();
+    let cert = make_cert();
+    let _relay = start(&ports, &cert, "");
+    let mut c = tcp_client(&ports, "alice").await;
+    c.allocate().await.expect("allocate");
+    let many: Vec<SocketAddr> = (1..=200u8)
+        .map(|i| SocketAddr::from(([127, 9, 0, i], 9)))
+        .collect();
+    let r = c
+        .signed(stun::message::METHOD_CREATE_PERMISSION, || {
+            many.iter()
+                .map(|p| {
+                    Box::new(turn::proto::peeraddr::PeerAddress {
+                        ip: p.ip(),
+                        port: p.port(),
+                    }) as Box<dyn stun::message::Setter>
+                })
+                .collect()
+        })
+        .await;
+    assert_eq!(r.err(), Some(400));
+}
+
+/// Issue 12, finding 8 / RFC 8489 section 5: a peer datagram too large for a Data
+/// indication's 16-bit length (65,527 bytes from an IPv6 peer) is dropped and counted; it
+/// used to go out with a wrapped length, which desynchronised a TCP client's framing. The
+/// next datagram arrives intact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_datagram_too_large_for_a_data_indication_is_dropped_not_wrapped() {
+    let ports = Ports::new();
+    let cert = make_cert();
+    let v6 = "relay_ip = \"::1\"\nexternal_ip = \"::1\"";
+    let config = test_config(&ports, "")
+        .replace("relay_ip = \"127.0.0.1\"\nexternal_ip = \"127.0.0.1\"", v6);
+    let relay_keys = format!(
+        "listen_tls = [\"127.0.0.1:{}\"]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n",
+        ports.relay_tls
+    );
+    let _relay = Service::start_with(
+        "switchboard-relay",
+        &format!("{config}{relay_keys}"),
+        &[
+            ("cert.pem", cert.0.as_bytes()),
+            ("key.pem", cert.1.as_bytes()),
+        ],
+        &[],
+    );
+    let mut c = tcp_client(&ports, "alice").await;
+    let r = c
+        .signed(stun::message::METHOD_ALLOCATE, || {
+            vec![
+                Box::new(turn::proto::reqtrans::RequestedTransport {
+                    protocol: turn::proto::PROTO_UDP,
+                }),
+                Box::new(turn::proto::reqfamily::REQUESTED_FAMILY_IPV6),
+            ]
+        })
+        .await
+        .expect("an IPv6 allocation");
+    let mut relayed = turn::proto::relayaddr::RelayedAddress::default();
+    stun::message::Getter::get_from(&mut relayed, &r).expect("XOR-RELAYED-ADDRESS");
+    let relayed = SocketAddr::new(relayed.ip, relayed.port);
+    let peer = UdpSocket::bind("[::1]:0").await.expect("peer");
+    let peer_addr = peer.local_addr().expect("addr");
+    assert_eq!(c.create_permission(peer_addr).await, 200);
+
+    peer.send_to(&vec![0xAB; 65_527], relayed)
+        .await
+        .expect("the largest IPv6 UDP payload");
+    peer.send_to(b"after", relayed).await.expect("send");
+    let data = loop {
+        if let client::Incoming::Stun(m) = c.recv().await {
+            let mut d = turn::proto::data::Data::default();
+            if stun::message::Getter::get_from(&mut d, &m).is_ok() {
+                break d.0;
+            }
+        }
+    };
+    assert_eq!(data, b"after", "the oversized datagram was not delivered");
+    assert!(eventually(WAIT, || sample(
+        &scrape(&ports),
+        "switchboard_relay_oversized_dropped_packets_total"
+    ) == 1.0));
 }

@@ -11,7 +11,7 @@ use stun::message::{
     CLASS_ERROR_RESPONSE, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, METHOD_ALLOCATE, Message,
 };
 
-use super::{Gate, Outbound, Pending, SYNTHETIC_CLIENT, lock};
+use super::{Gate, Outbound, Pending, PendingKey, SYNTHETIC_CLIENT, lock};
 use crate::tables::{AllocState, ClientKey, RelaySlot};
 use crate::transport::ClientTransport;
 use crate::wire;
@@ -44,9 +44,12 @@ impl Gate {
         m.raw
     }
 
-    /// Classifies one packet the crate sends to `client` on the listener `local`.
+    /// Classifies one packet the crate sends to `client` on the listener `local` of
+    /// `transport`.
     pub fn handle_crate_output(
         &self,
+        transport: &dyn ClientTransport,
+        local: SocketAddr,
         packet: &[u8],
         client: SocketAddr,
         now: Instant,
@@ -67,11 +70,21 @@ impl Gate {
             }
             return Outbound::Swallow;
         }
-        let tid = m.transaction_id.0;
-        let pending = lock(&self.pending).remove(&tid);
+        let pkey = PendingKey {
+            client: ClientKey::new(transport, local, client),
+            tid: m.transaction_id.0,
+        };
+        let pending = {
+            let mut table = lock(&self.pending);
+            let p = table.take(&pkey);
+            self.metrics
+                .pending
+                .set(i64::try_from(table.len()).unwrap_or(i64::MAX));
+            p
+        };
         if m.typ.class == CLASS_ERROR_RESPONSE {
-            if matches!(pending, Some(Pending::Allocate { .. })) {
-                lock(&self.quota).cancel(&tid);
+            if let Some(Pending::Allocate { user, .. }) = &pending {
+                lock(&self.quota).release(user);
             }
             let code = wire::error_code(&m);
             if matches!(code, Some(401 | 438)) {
@@ -91,49 +104,62 @@ impl Gate {
             }
             return Outbound::Forward;
         }
-        if m.typ.class == CLASS_SUCCESS_RESPONSE {
-            match pending {
-                Some(Pending::Allocate {
-                    transport,
-                    client,
-                    credential,
-                    ..
-                }) => self.allocated(&m, tid, transport, client, credential, now),
-                Some(Pending::Permission { alloc, peers, .. }) => {
-                    for p in &peers {
-                        alloc.add_permission(p.ip(), now);
-                    }
-                    self.metrics.permissions_created.inc_by(peers.len() as u64);
+        if m.typ.class != CLASS_SUCCESS_RESPONSE {
+            return Outbound::Forward;
+        }
+        match pending {
+            Some(Pending::Allocate {
+                transport,
+                client,
+                credential,
+                user,
+            }) => {
+                if self.allocated(&m, transport, client, credential, user, now) {
+                    return Outbound::Allocated;
                 }
-                Some(Pending::Channel {
-                    alloc,
-                    number,
-                    peer,
-                    ..
-                }) => {
-                    alloc.bind_channel(number, peer, now);
-                    self.metrics.channels_bound.inc();
-                }
-                None => {}
+                // Never tell a client it holds an allocation our layer does not follow.
+                return Outbound::Replace(wire::error_response(&m, 508, None, None));
             }
+            Some(Pending::Permission { alloc, ips }) => {
+                for ip in &ips {
+                    alloc.add_permission(*ip, now);
+                }
+                self.metrics.permissions_created.inc_by(ips.len() as u64);
+            }
+            Some(Pending::Channel {
+                alloc,
+                number,
+                peer,
+            }) => {
+                alloc.bind_channel(number, peer, now);
+                self.metrics.channels_bound.inc();
+            }
+            None if m.typ.method == METHOD_ALLOCATE => {
+                // Only an Allocate whose entry expired unanswered gets here.
+                tracing::warn!(%client, "Allocate success for a request no longer followed");
+                return Outbound::Replace(wire::error_response(&m, 508, None, None));
+            }
+            None => {}
         }
         Outbound::Forward
     }
 
+    /// Mirrors a new allocation into our tables; `false` (reservation released) when it
+    /// cannot be followed.
     fn allocated(
         &self,
         m: &Message,
-        tid: [u8; 12],
         transport: Arc<dyn ClientTransport>,
         client: SocketAddr,
         credential: (String, Vec<u8>),
+        user: String,
         now: Instant,
-    ) {
+    ) -> bool {
         let slot = wire::relayed_address(m).and_then(|a| self.tables.slot_by_port(a.port()));
-        let user = lock(&self.quota).commit(&tid);
-        let (Some(slot), Some(user), Ok(local)) = (slot, user, transport.local_addr()) else {
+        let (Some(slot), Ok(local)) = (slot, transport.local_addr()) else {
             tracing::warn!(%client, "Allocate success without a matching relayed socket");
-            return;
+            lock(&self.quota).release(&user);
+            return false;
         };
         let state = Arc::new(AllocState::new(
             client,
@@ -145,13 +171,15 @@ impl Gate {
         ));
         let _ = state.credential.set(credential);
         if slot.state.set(Arc::clone(&state)).is_err() {
-            return;
+            lock(&self.quota).release(&state.user);
+            return false;
         }
         tracing::debug!(%client, relayed = %slot.advertised, "Allocation created");
         let key = ClientKey::new(state.transport.as_ref(), local, client);
         self.tables.insert(key, state);
         self.metrics.allocations.inc();
         self.metrics.allocations_created.inc();
+        true
     }
 
     /// A stream client's connection ended: the Refresh (LIFETIME 0, RFC 8656 section 7.4)
@@ -200,9 +228,14 @@ impl Gate {
             self.metrics.bitrate_dropped.inc();
             return false;
         }
-        match alloc.channel_of(peer, now) {
+        let encoded = match alloc.channel_of(peer, now) {
             Some(n) => wire::encode_channel_data(n, payload, out),
             None => wire::encode_data_indication(peer, payload, rand::random(), out),
+        };
+        if encoded.is_err() {
+            // Too large for the message's 16-bit length: dropped, never wrapped.
+            self.metrics.oversized_dropped.inc();
+            return false;
         }
         true
     }

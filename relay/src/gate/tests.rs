@@ -61,8 +61,17 @@ fn fixture(allowed: Vec<ipnet::IpNet>) -> Fixture {
 
 /// A fixture whose client reaches the relay over a stream listener (`stream`) or UDP.
 fn fixture_on(allowed: Vec<ipnet::IpNet>, stream: bool) -> Fixture {
+    fixture_with(allowed, stream, |_| {})
+}
+
+/// A fixture with settings adjusted by `tweak`.
+fn fixture_with(
+    allowed: Vec<ipnet::IpNet>,
+    stream: bool,
+    tweak: impl FnOnce(&mut GateConfig),
+) -> Fixture {
     let local: SocketAddr = "127.0.0.1:3478".parse().expect("addr");
-    let cfg = GateConfig {
+    let mut cfg = GateConfig {
         realm: "r".into(),
         policy: PeerPolicy::new(
             allowed,
@@ -74,7 +83,10 @@ fn fixture_on(allowed: Vec<ipnet::IpNet>, stream: bool) -> Fixture {
         max_allocations_per_user: 1,
         bytes_per_second: None,
         unauth_requests_per_second: 5,
+        max_permissions_per_allocation: 64,
+        pending_cap: PENDING_CAP,
     };
+    tweak(&mut cfg);
     let secrets = Secrets::new(vec![SecretString::from(SECRET.to_string())]).expect("secrets");
     let gate = Gate::new(
         cfg,
@@ -126,13 +138,23 @@ impl Fixture {
             .handle_client(&self.transport, self.local, p, self.client, self.t0, NOW)
     }
 
+    /// A packet from `client` at `now`.
+    fn packet_from(&self, client: SocketAddr, p: &[u8], now: Instant) -> Inbound {
+        self.gate
+            .handle_client(&self.transport, self.local, p, client, now, NOW)
+    }
+
+    /// What the gate does with a packet the crate sends to `client`.
+    fn crate_says(&self, p: &[u8], client: SocketAddr) -> Outbound {
+        self.gate
+            .handle_crate_output(self.transport.as_ref(), self.local, p, client, self.t0, NOW)
+    }
+
     /// The crate's answer to the synthetic request, carrying its nonce.
     fn teach_crate_nonce(&self) {
         let probe = decode(&Gate::synthetic_request());
         let answer = wire::error_response(&probe, 401, Some(("crate-nonce", "r")), None);
-        let out = self
-            .gate
-            .handle_crate_output(&answer, SYNTHETIC_CLIENT, self.t0, NOW);
+        let out = self.crate_says(&answer, SYNTHETIC_CLIENT);
         assert!(matches!(out, Outbound::Swallow));
     }
 
@@ -234,7 +256,7 @@ fn a_crate_nonce_challenge_is_replaced_with_ours_and_its_new_nonce_adopted() {
     f.teach_crate_nonce();
     let req = decode(&request(METHOD_ALLOCATE, vec![], None));
     let crate_438 = wire::error_response(&req, 438, Some(("crate-nonce-2", "r")), None);
-    let Outbound::Replace(r) = f.gate.handle_crate_output(&crate_438, f.client, f.t0, NOW) else {
+    let Outbound::Replace(r) = f.crate_says(&crate_438, f.client) else {
         panic!("expected a replacement");
     };
     let r = decode(&r);
@@ -299,7 +321,14 @@ async fn allocated() -> (Fixture, switchboard_config::credentials::Credential, S
 async fn allocated_on(
     stream: bool,
 ) -> (Fixture, switchboard_config::credentials::Credential, String) {
-    let f = fixture_on(vec![], stream);
+    allocated_with(stream, |_| {}).await
+}
+
+async fn allocated_with(
+    stream: bool,
+    tweak: impl FnOnce(&mut GateConfig),
+) -> (Fixture, switchboard_config::credentials::Credential, String) {
+    let f = fixture_with(vec![], stream, tweak);
     f.teach_crate_nonce();
     let c = mint(
         &SecretString::from(SECRET.to_string()),
@@ -336,10 +365,10 @@ async fn allocated_on(
         }),
     ])
     .expect("build");
-    assert!(matches!(
-        f.gate.handle_crate_output(&ok.raw, f.client, f.t0, NOW),
-        Outbound::Forward
-    ));
+    assert!(
+        matches!(f.crate_says(&ok.raw, f.client), Outbound::Allocated),
+        "an allocation success is forwarded and reported to the transport"
+    );
     assert_eq!(f.gate.tables.allocations(), 1);
     (f, c, nonce)
 }
@@ -445,3 +474,5 @@ async fn a_udp_and_a_stream_client_with_one_ip_port_keep_separate_allocations() 
     assert_eq!(user(true), None);
     assert_eq!(user(false).as_deref(), Some("udp-user"));
 }
+
+mod hardening;

@@ -410,3 +410,87 @@ async fn a_certificate_reload_reaches_new_tls_clients_while_a_connected_one_keep
         "the old connection still relays both ways"
     );
 }
+
+/// SPEC section 3.1: a connection that makes no allocation within the idle timeout is
+/// closed even while it keeps sending complete messages (Binding requests here); one whose
+/// core reported an allocation stays open.
+#[tokio::test]
+async fn a_connection_without_an_allocation_is_closed_after_the_idle_timeout_even_when_busy() {
+    let mut h = start(
+        StreamConfig {
+            // 20 ticks of margin for the kept connection under load.
+            idle_timeout: Duration::from_secs(2),
+            ..config()
+        },
+        None,
+    )
+    .await;
+    let (mut kept, kept_client) = h.connect().await;
+    kept_client.allocated.store(true, Ordering::Release);
+    let (mut busy, busy_client) = h.connect().await;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut closed = None;
+    for _ in 0..200 {
+        tick.tick().await;
+        kept.write_all(&padded(&binding_request()))
+            .await
+            .expect("the allocated connection stays writable");
+        let _ = busy.write_all(&padded(&binding_request())).await;
+        while let Ok(event) = h.events.try_recv() {
+            if let StreamEvent::Closed { id, reason } = event {
+                closed = Some((id, reason));
+            }
+        }
+        if closed.is_some() {
+            break;
+        }
+    }
+    assert_eq!(closed, Some((busy_client.id, CloseReason::NoAllocation)));
+    assert_closed_by_server(&mut busy).await;
+    assert_eq!(h.server.stats().closed_no_allocation, 1);
+    kept.write_all(&padded(&binding_request()))
+        .await
+        .expect("write");
+    let (id, _) = h.frame().await;
+    assert_eq!(id, kept_client.id, "the allocated connection still serves");
+    drop(kept_client);
+}
+
+/// SPEC section 3.1: at most `max_connections_per_ip` connections per source IP, on top of
+/// the global cap; more are closed at once and counted, other sources are unaffected, and a
+/// closed connection frees its place.
+#[tokio::test]
+async fn connections_over_the_per_source_cap_are_closed_and_other_sources_are_served() {
+    let mut h = start(
+        StreamConfig {
+            max_connections_per_ip: 2,
+            ..config()
+        },
+        None,
+    )
+    .await;
+    let addr = h.addr;
+    let from = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().expect("ip");
+        async move {
+            let s = tokio::net::TcpSocket::new_v4().expect("socket");
+            s.bind(SocketAddr::new(ip, 0)).expect("bind source");
+            s.connect(addr).await.expect("connect")
+        }
+    };
+    let first = from("127.0.0.2").await;
+    let first_client = h.opened().await;
+    let _second = from("127.0.0.2").await;
+    let _second_client = h.opened().await;
+    let mut third = from("127.0.0.2").await;
+    assert_closed_by_server(&mut third).await;
+    assert_eq!(h.server.stats().rejected_per_ip, 1);
+    let _other = from("127.0.0.3").await;
+    let other_client = h.opened().await;
+    assert_eq!(other_client.peer.ip().to_string(), "127.0.0.3");
+    drop(first);
+    assert_eq!(h.closed().await, (first_client.id, CloseReason::PeerClosed));
+    let _again = from("127.0.0.2").await;
+    let _again_client = h.opened().await;
+    assert_eq!(h.server.stats().rejected_per_ip, 1);
+}

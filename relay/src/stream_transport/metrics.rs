@@ -24,6 +24,7 @@ fn reason(r: &CloseReason) -> &'static str {
     match r {
         CloseReason::PeerClosed => "peer_closed",
         CloseReason::Idle => "idle",
+        CloseReason::NoAllocation => "no_allocation",
         CloseReason::Framing(_) => "framing",
         CloseReason::Io(_) => "io",
         CloseReason::ServerClosed => "server_closed",
@@ -101,6 +102,11 @@ impl Collector for StreamMetrics {
                 "stream_connections_rejected_over_cap",
                 "TCP/TLS connections refused at max_stream_connections",
                 stats.rejected_over_cap,
+            ),
+            (
+                "stream_connections_rejected_per_ip",
+                "TCP/TLS connections refused at max_stream_connections_per_ip",
+                stats.rejected_per_ip,
             ),
             (
                 "stream_tls_handshakes_failed",

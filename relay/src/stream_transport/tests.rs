@@ -256,6 +256,7 @@ async fn send_to_queues_per_connection_and_drops_when_the_queue_is_full() {
     let (t, tx) = StreamTransport::new(local, Transport::Tcp);
     let (outbound, mut queue) = mpsc::channel(1);
     tx.send(Routed::Opened {
+        allocated: Arc::default(),
         id: 1,
         peer,
         outbound,

@@ -144,6 +144,64 @@ impl RawClient {
         }
     }
 
+    /// Another client on this client's very socket (same 5-tuple) signing with `cred`: what
+    /// an attacker who can send from (or spoof) the victim's address does.
+    #[must_use]
+    pub fn sharing(&self, cred: &Credential) -> Self {
+        Self {
+            sock: self.sock.try_clone().expect("clone socket"),
+            server: self.server,
+            username: cred.username.clone(),
+            password: cred.password.clone(),
+            nonce: None,
+        }
+    }
+
+    /// Learns a nonce (RFC 8489 section 9.2.4) if we have none.
+    pub fn ensure_nonce(&mut self) {
+        if self.nonce.is_none() {
+            let probe = self.build(METHOD_ALLOCATE, CLASS_REQUEST, Vec::new(), false);
+            match self.transact(&probe) {
+                Reply::Err(401, Some(n)) => self.nonce = Some(n),
+                other => panic!("expected 401 with a nonce, got {other:?}"),
+            }
+        }
+    }
+
+    /// A request signed with our credential and nonce (call [`Self::ensure_nonce`] first),
+    /// without FINGERPRINT, for tests that send it themselves.
+    #[must_use]
+    pub fn signed_request(&self, method: Method, attrs: Vec<Box<dyn Setter>>) -> Message {
+        let mut setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(TransactionId::new()),
+            Box::new(MessageType::new(method, CLASS_REQUEST)),
+        ];
+        setters.extend(attrs);
+        setters.push(Box::new(TextAttribute::new(
+            ATTR_USERNAME,
+            self.username.clone(),
+        )));
+        setters.push(Box::new(TextAttribute::new(ATTR_REALM, REALM.into())));
+        setters.push(Box::new(TextAttribute::new(
+            ATTR_NONCE,
+            self.nonce.clone().unwrap_or_default(),
+        )));
+        setters.push(Box::new(MessageIntegrity::new_long_term_integrity(
+            self.username.clone(),
+            REALM.into(),
+            self.password.clone(),
+        )));
+        let mut m = Message::new();
+        m.build(&setters).expect("build request");
+        m
+    }
+
+    /// The server's address.
+    #[must_use]
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
     fn build(
         &self,
         method: Method,
@@ -260,6 +318,12 @@ impl RawClient {
             .code()
     }
 
+    /// RFC 8656 section 8: Refresh with `lifetime`; the response code.
+    pub fn refresh(&mut self, lifetime: Duration) -> u16 {
+        self.signed(METHOD_REFRESH, || vec![Box::new(Lifetime(lifetime))])
+            .code()
+    }
+
     /// RFC 8656 section 9.1: CreatePermission for every peer in `peers`.
     pub fn create_permission(&mut self, peers: &[SocketAddr]) -> u16 {
         let peers = peers.to_vec();
@@ -320,7 +384,7 @@ impl RawClient {
     pub fn recv_data(&self, wait: Duration) -> Option<Vec<u8>> {
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
-            let mut buf = [0u8; 2048];
+            let mut buf = vec![0u8; 65_536];
             let Ok((n, _)) = self.sock.recv_from(&mut buf) else {
                 continue;
             };
@@ -423,4 +487,37 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS")
+}
+
+/// The allocations gauge, for tests that wait for the relay to settle.
+#[must_use]
+pub fn allocations(ports: &Ports) -> f64 {
+    sample(&scrape(ports), "switchboard_relay_allocations")
+}
+
+/// A UDP peer on loopback `ip` with a read timeout, and its address.
+#[must_use]
+pub fn udp_peer(ip: &str) -> (UdpSocket, SocketAddr) {
+    let peer = UdpSocket::bind((ip, 0)).expect("bind peer");
+    peer.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let addr = peer.local_addr().expect("addr");
+    (peer, addr)
+}
+
+/// One relayed round trip over channel `channel` (already bound to `peer`): client to peer
+/// and back. The check a legitimate user's call depends on.
+pub fn round_trip(c: &RawClient, channel: u16, peer: &UdpSocket, relayed: SocketAddr, data: &[u8]) {
+    c.send_channel_data(channel, data);
+    let mut buf = [0u8; 2048];
+    let (n, from) = peer
+        .recv_from(&mut buf)
+        .expect("the peer receives the datagram");
+    assert_eq!((&buf[..n], from), (data, relayed));
+    peer.send_to(data, relayed).expect("peer send");
+    assert_eq!(
+        c.recv_data(Duration::from_secs(5)).as_deref(),
+        Some(data),
+        "the client receives the peer's answer"
+    );
 }
