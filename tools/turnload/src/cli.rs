@@ -66,6 +66,9 @@ pub struct TrafficArgs {
     /// Refuse to report when more than this fraction of packets was sent late.
     #[arg(long, default_value_t = 0.01)]
     pub max_late_fraction: f64,
+    /// Refuse to report when the achieved rate is below this fraction of the asked one.
+    #[arg(long, default_value_t = 0.99)]
+    pub min_achieved: f64,
     /// Print one JSON line instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -249,6 +252,10 @@ impl TrafficArgs {
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.max_late_fraction),
             "--max-late-fraction must be within 0..=1"
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.min_achieved),
+            "--min-achieved must be within 0..=1"
         );
         Ok(Traffic {
             allocations: self.allocations,

@@ -59,7 +59,7 @@ pub fn main_with(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
     let limits = Limits {
-        min_achieved: 0.99,
+        min_achieved: traffic.min_achieved,
         max_late_fraction: traffic.max_late_fraction,
     };
     let mut out = std::io::stdout().lock();

@@ -12,7 +12,7 @@ pub const MIN_PAYLOAD: usize = 24;
 pub struct Stamp {
     pub flow: u32,
     pub seq: u64,
-    /// Nanoseconds since the run's clock origin at which the packet was due to be sent.
+    /// Nanoseconds since the run's clock origin at which the packet was sent.
     pub sent_ns: u64,
 }
 
