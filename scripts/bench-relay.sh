@@ -285,7 +285,7 @@ last_error() {
 }
 
 ratio() {
-  case "$1$2" in *n/a*) echo "n/a"; return ;; esac
+  case "$1,$2" in *n/a* | ,* | *,) echo "n/a"; return ;; esac
   awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f\n", a / b }'
 }
 
@@ -458,7 +458,11 @@ attempt() {
 }
 
 # A JSON field of the line in $1.
-field() { jq -r ".$2 // \"n/a\"" <<<"$1" 2>/dev/null || echo n/a; }
+field() {
+  local v
+  v=$(jq -r ".$2 // \"n/a\"" <<<"$1" 2>/dev/null) || v=""
+  echo "${v:-n/a}"
+}
 # Formats a number with $2 decimals (n/a passes through).
 num() { case $1 in n/a | null | "") echo n/a ;; *) awk -v v="$1" -v d="$2" 'BEGIN { printf "%.*f\n", d, v }' ;; esac; }
 
@@ -489,9 +493,14 @@ sweep() {
   echo "$knee|$why"
 }
 
-# "knee" or ">=knee" (the sweep ended before loss did), n/a for 0.
+# "knee", ">=knee" (the sweep ended before loss did), "<start" (loss at the first step), n/a.
 knee_text() {
-  case $1 in 0 | n/a | "") echo n/a ;; *) case $2 in loss*) echo "$1" ;; *) echo ">=$1" ;; esac ;; esac
+  case $1,$2 in
+    0,loss* | n/a,loss*) echo "<$cap_start" ;;
+    0,* | n/a,* | ,*) echo n/a ;;
+    *,loss*) echo "$1" ;;
+    *) echo ">=$1" ;;
+  esac
 }
 
 # Callgrind's total instructions (Ir) of the profile $1.
@@ -615,10 +624,12 @@ if want capacity || want callgrind; then
     ol="$(num "$(field "${cap[ours,$leg,half]:-}" p50_us)" 0)/$(num "$(field "${cap[ours,$leg,half]:-}" p99_us)" 0)"
     IFS='|' read -r cg cgw <<<"${cap[coturn,$leg,cg]:-n/a|not run}"
     IFS='|' read -r og ogw <<<"${cap[ours,$leg,cg]:-n/a|not run}"
+    ck_text=$(knee_text "$ck" "$cw")
+    ok_text=$(knee_text "$ok" "$ow")
     [ "$ck" = 0 ] && ck=n/a
     [ "$ok" = 0 ] && ok=n/a
     printf '%-4s | %7s %7s %7s | %7s %7s %7s | %12s %12s | %7s %7s %7s\n' "$leg" \
-      "$(knee_text "$ck" "$cw")" "$(knee_text "$ok" "$ow")" "$(ratio "$ok" "$ck")" \
+      "$ck_text" "$ok_text" "$(ratio "$ok" "$ck")" \
       "$(num "$cf" 2)" "$(num "$of" 2)" "$(ratio "$of" "$cf")" "$cl" "$ol" "$cg" "$og" "$(ratio "$og" "$cg")"
     printf '       sweep ended: coturn: %s; ours: %s\n' "${cw:-?}" "${ow:-?}"
     for s in coturn ours; do
