@@ -35,6 +35,10 @@ use crate::sender::{self, SenderPlan, SenderReport};
 
 /// Set-up of one leg (connect, TLS handshake, Allocate, CreatePermission, ChannelBind).
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Set-up of all legs together.
+const SETUP_TOTAL: Duration = Duration::from_secs(120);
+/// Stream writers flushing and legs closing at the end.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The sender gets this long beyond the schedule's end before the run is abandoned.
 const SENDER_GRACE: Duration = Duration::from_secs(10);
 /// Deleting allocations at the end (Refresh LIFETIME=0) is best effort within this bound.
@@ -275,6 +279,54 @@ where
     Ok(out.into_iter().flatten().collect())
 }
 
+/// Connects every leg and makes its allocation, permission and channel.
+async fn set_up(
+    shared: &mut Shared,
+    args: &LoadArgs,
+    creds: &Credentials,
+    plan: &[PeerOf],
+    echo: Option<&EchoPeers>,
+    tls: Option<&(TlsConnector, rustls::pki_types::ServerName<'static>)>,
+) -> anyhow::Result<(Vec<DataTx>, Vec<Client>, Vec<SocketAddr>)> {
+    let n = plan.len();
+    tracing::info!(allocations = n, server = %args.server, transport = args.transport.name(), "Allocating");
+    let mut legs = Vec::with_capacity(n);
+    let mut allocs = Vec::with_capacity(n);
+    for i in 0..n {
+        let leg = connect_leg(shared, args, tls).await?;
+        let mut control = Control::new(leg.link, leg.inbox, creds.for_allocation(i as u32));
+        legs.push(leg.data);
+        let lifetime = args.lifetime;
+        allocs.push(async move {
+            let a = control.allocate(lifetime).await?;
+            Ok::<_, ControlError>(Client {
+                control,
+                relayed: a.relayed,
+                lifetime: a.lifetime,
+            })
+        });
+    }
+    let clients = all_bounded(allocs, args.setup_concurrency).await?;
+    let peers: Vec<SocketAddr> = plan
+        .iter()
+        .map(|p| match p {
+            PeerOf::Allocation(j) => clients[*j].relayed,
+            PeerOf::Echo(j) => echo.map_or(args.server, |e| e.addrs[*j]),
+        })
+        .collect();
+    let bind_jobs: Vec<_> = clients
+        .into_iter()
+        .zip(peers.iter().copied())
+        .map(|(mut c, peer)| async move {
+            c.control.create_permission(peer).await?;
+            c.control.channel_bind(CHANNEL_MIN, peer).await?;
+            Ok::<_, ControlError>(c)
+        })
+        .collect();
+    let clients = all_bounded(bind_jobs, args.setup_concurrency).await?;
+    Ok((legs, clients, peers))
+}
+
 /// `switchboard-turnload load`.
 pub async fn load(args: LoadArgs) -> anyhow::Result<Report> {
     let traffic = args.traffic.validate()?;
@@ -300,41 +352,17 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<Report> {
     };
 
     let mut shared = Shared::new(n);
-    tracing::info!(allocations = n, server = %args.server, transport = args.transport.name(), "Allocating");
-    let mut legs = Vec::with_capacity(n);
-    let mut allocs = Vec::with_capacity(n);
-    for i in 0..n {
-        let leg = connect_leg(&mut shared, &args, tls.as_ref()).await?;
-        let mut control = Control::new(leg.link, leg.inbox, creds.for_allocation(i as u32));
-        legs.push(leg.data);
-        let lifetime = args.lifetime;
-        allocs.push(async move {
-            let a = control.allocate(lifetime).await?;
-            Ok::<_, ControlError>(Client {
-                control,
-                relayed: a.relayed,
-                lifetime: a.lifetime,
-            })
-        });
-    }
-    let clients = all_bounded(allocs, args.setup_concurrency).await?;
-    let peers: Vec<SocketAddr> = plan
-        .iter()
-        .map(|p| match p {
-            PeerOf::Allocation(j) => clients[*j].relayed,
-            PeerOf::Echo(j) => echo.as_ref().map_or(args.server, |e| e.addrs[*j]),
-        })
-        .collect();
-    let bind_jobs: Vec<_> = clients
-        .into_iter()
-        .zip(peers.iter().copied())
-        .map(|(mut c, peer)| async move {
-            c.control.create_permission(peer).await?;
-            c.control.channel_bind(CHANNEL_MIN, peer).await?;
-            Ok::<_, ControlError>(c)
-        })
-        .collect();
-    let clients = all_bounded(bind_jobs, args.setup_concurrency).await?;
+    let set_up = set_up(
+        &mut shared,
+        &args,
+        &creds,
+        &plan,
+        echo.as_ref(),
+        tls.as_ref(),
+    );
+    let (legs, clients, peers) = tokio::time::timeout(SETUP_TOTAL, set_up)
+        .await
+        .map_err(|_| anyhow::anyhow!("set-up of {n} allocations took over {SETUP_TOTAL:?}"))??;
     tracing::info!("Allocations, permissions and channels in place");
 
     // Refresh before expiry for the whole run; delete the allocation at the end (while the
@@ -427,10 +455,17 @@ async fn keep_alive(
 
 async fn finish_io(shared: &mut Shared) {
     let _ = shared.stop.send(true);
-    while let Some(r) = shared.io_tasks.join_next().await {
-        if let Ok(Err(e)) = r {
-            tracing::debug!(error = %e, "Leg ended with an error");
+    let drained = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        while let Some(r) = shared.io_tasks.join_next().await {
+            if let Ok(Err(e)) = r {
+                tracing::debug!(error = %e, "Leg ended with an error");
+            }
         }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("Some legs did not close in time");
+        shared.io_tasks.abort_all();
     }
 }
 
