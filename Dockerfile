@@ -12,7 +12,8 @@ COPY config/Cargo.toml config/
 COPY signaling/Cargo.toml signaling/
 COPY relay/Cargo.toml relay/
 COPY tests/Cargo.toml tests/
-RUN for c in config signaling relay tests; do mkdir -p $c/src && echo 'fn main() {}' > $c/src/main.rs && touch $c/src/lib.rs; done \
+COPY tools/turnload/Cargo.toml tools/turnload/
+RUN for c in config signaling relay tests tools/turnload; do mkdir -p $c/src && echo 'fn main() {}' > $c/src/main.rs && touch $c/src/lib.rs; done \
  && mkdir -p signaling/assets config && touch config/switchboard.dev.toml \
  && cargo build --release --locked -p switchboard-signaling -p switchboard-relay || true
 COPY . .
