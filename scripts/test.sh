@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs the system tools the tests use (coturn's
-# turnutils, Chromium, Node packages), then fmt, clippy and every test of the workspace.
+# turnutils, Chromium, Node packages), then fmt, clippy, every test of the workspace, and
+# every cargo fuzz target for a short bounded time (FUZZ_SECONDS each, default 20).
 # Usage: bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,16 @@ fi
 # The distribution's coturn service must not hold port 3478 during tests.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop coturn >/dev/null 2>&1 || true; fi
 
+# The fuzz targets need the nightly toolchain (cargo fuzz); fail now rather than after the suite.
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "error: the nightly Rust toolchain is missing; the fuzz targets need it: rustup toolchain install nightly" >&2
+  exit 1
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  log "Installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
+
 # --- Node packages for the JS clients (socket.io-client, playwright-core) ------------------
 if [ -f tests/js/package.json ]; then
   log "Installing Node test clients"
@@ -40,3 +51,10 @@ log "Building binaries for the end-to-end tests"
 cargo build --workspace --bins --locked
 log "cargo test"
 cargo test --workspace --locked -- --test-threads="${SWITCHBOARD_TEST_THREADS:-2}"
+
+# --- Fuzzing --------------------------------------------------------------------------------
+# The corpus and regressions already ran on stable above (tests/fuzz_corpus.rs of each crate);
+# this builds every target once and fuzzes each briefly.
+log "cargo fmt --check (fuzz targets)"
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"

@@ -12,6 +12,8 @@ mod raw;
 mod units;
 
 pub mod credentials;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ice;
 
 pub use error::{ConfigError, Location};

@@ -184,14 +184,24 @@ mod tests {
 
     use super::{probe_addr, probe_health};
 
-    /// A one-shot HTTP server answering `reply` to the first request it reads.
+    /// A one-shot HTTP server answering `reply` once it has read the whole request (up to
+    /// the blank line ending its head). Answering and closing earlier, with request bytes
+    /// still unread, makes the kernel reset the connection, and the client may then see
+    /// the reset instead of the answer: the probe writes its request in several pieces.
     fn serve_once(reply: &'static [u8]) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         std::thread::spawn(move || {
             if let Ok((mut s, _)) = listener.accept() {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut request = Vec::new();
                 let mut buf = [0u8; 512];
-                let _ = s.read(&mut buf);
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
                 let _ = s.write_all(reply);
             }
         });

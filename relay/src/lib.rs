@@ -9,6 +9,8 @@
 pub mod auth;
 pub mod conn;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 pub mod http;
 pub mod metrics;

@@ -291,7 +291,8 @@ fn reason(code: u16) -> &'static str {
 }
 
 /// Re-encodes an authenticated request with `nonce` in place of its NONCE and a
-/// MESSAGE-INTEGRITY recomputed with `key` (the key we verified it with).
+/// MESSAGE-INTEGRITY recomputed with `key` (the key we verified it with). `None` when the
+/// result would not fit the 16-bit message length.
 #[must_use]
 pub fn with_nonce(req: &Message, nonce: &str, key: &[u8]) -> Option<Vec<u8>> {
     let mut m = Message::new();
@@ -308,8 +309,13 @@ pub fn with_nonce(req: &Message, nonce: &str, key: &[u8]) -> Option<Vec<u8>> {
             m.add(a.typ, &a.value);
         }
     }
+    // The header's length field is 16 bits: a longer body would be written wrapped.
+    let fits = |m: &Message| m.length <= u32::from(u16::MAX);
+    if !fits(&m) {
+        return None;
+    }
     MessageIntegrity(key.to_vec()).add_to(&mut m).ok()?;
-    Some(m.raw)
+    fits(&m).then_some(m.raw)
 }
 
 /// A Refresh request with LIFETIME 0 (RFC 8656 section 7.4), signed with `key`.

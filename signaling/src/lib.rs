@@ -7,6 +7,8 @@
 
 pub mod assets;
 pub mod auth;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod ice;
 pub mod metrics;

@@ -27,6 +27,98 @@ fn room_id(f: &Fields) -> Result<String, Refusal> {
     }
 }
 
+/// An event's payload after the checks that need no state: what the handler acts on.
+#[derive(Debug)]
+pub enum Request {
+    Join(Join),
+    Leave {
+        room: String,
+    },
+    /// `offer`/`answer`/`ice-candidate`: the whole payload is relayed, `from` added.
+    Relay {
+        target: String,
+        room: Option<String>,
+        body: Map<String, Value>,
+    },
+    Signal {
+        to: String,
+        data: Value,
+    },
+    Message {
+        room: String,
+        data: Value,
+    },
+    UpdateState {
+        room: String,
+        state: Value,
+    },
+}
+
+/// The fields of `join-room`. `user_id` is only the client's ask: whether it is used
+/// depends on the connection (see `join`).
+#[derive(Debug)]
+pub struct Join {
+    pub room: String,
+    pub display_name: Option<String>,
+    pub user_id: Option<String>,
+    pub metadata: Value,
+    pub password: Option<String>,
+}
+
+/// Checks the payload of `event` (types, required fields, room id syntax, lengths): pure,
+/// the same for every connection, and what the fuzz target `signaling_event` drives.
+pub fn decode(event: ClientEvent, body: Value) -> Result<Request, Refusal> {
+    let f = Fields::new(body)?;
+    Ok(match event {
+        ClientEvent::JoinRoom => {
+            let room = room_id(&f)?;
+            let display_name = f.opt_string("displayName")?;
+            if display_name
+                .as_ref()
+                .is_some_and(|n| n.chars().count() > MAX_DISPLAY_NAME_LEN)
+            {
+                return Err(Refusal::bad("`displayName` is too long"));
+            }
+            Request::Join(Join {
+                room,
+                display_name,
+                user_id: f.opt_string("userId")?,
+                metadata: f.opt_any("metadata"),
+                password: f.opt_string("password")?,
+            })
+        }
+        ClientEvent::LeaveRoom => Request::Leave { room: room_id(&f)? },
+        ClientEvent::Offer | ClientEvent::Answer | ClientEvent::IceCandidate => {
+            let target = f.string("targetId")?;
+            let field = event.relay_field().unwrap_or("data");
+            // A null candidate is WebRTC's end-of-candidates marker.
+            f.any(field, event == ClientEvent::IceCandidate)?;
+            let room = f.opt_string("roomId")?;
+            Request::Relay {
+                target,
+                room,
+                body: f.into_map(),
+            }
+        }
+        ClientEvent::Signal => Request::Signal {
+            to: f.string("to")?,
+            data: f.any("data", true)?,
+        },
+        ClientEvent::Message => Request::Message {
+            room: room_id(&f)?,
+            data: f.any("data", true)?,
+        },
+        ClientEvent::UpdateState => {
+            let room = room_id(&f)?;
+            let state = f.any("state", false)?;
+            if !state.is_object() {
+                return Err(Refusal::bad("`state` must be an object"));
+            }
+            Request::UpdateState { room, state }
+        }
+    })
+}
+
 /// Runs one event for `me`.
 pub async fn handle(
     hub: &Hub,
@@ -34,11 +126,9 @@ pub async fn handle(
     event: ClientEvent,
     body: Value,
 ) -> Result<Value, Refusal> {
-    let f = Fields::new(body)?;
-    match event {
-        ClientEvent::JoinRoom => join(hub, me, f).await,
-        ClientEvent::LeaveRoom => {
-            let room = room_id(&f)?;
+    match decode(event, body)? {
+        Request::Join(j) => join(hub, me, j).await,
+        Request::Leave { room } => {
             let left = hub
                 .store
                 .leave(&room, &me.id)
@@ -48,26 +138,20 @@ pub async fn handle(
             tracing::debug!(peer = %me.id, room = %room, "Left room");
             Ok(json!({"ok": true, "roomId": room}))
         }
-        ClientEvent::Offer | ClientEvent::Answer | ClientEvent::IceCandidate => {
-            let target = f.string("targetId")?;
-            let field = event.relay_field().unwrap_or("data");
-            // A null candidate is WebRTC's end-of-candidates marker.
-            f.any(field, event == ClientEvent::IceCandidate)?;
-            let room = f.opt_string("roomId")?;
+        Request::Relay {
+            target,
+            room,
+            mut body,
+        } => {
             check_reach(hub, me, &target, room.as_deref()).await?;
-            let mut map: Map<String, Value> = f.into_map();
-            map.insert("from".into(), Value::String(me.id.clone()));
-            relay(hub, me, &target, event.name(), Value::Object(map)).await
+            body.insert("from".into(), Value::String(me.id.clone()));
+            relay(hub, me, &target, event.name(), Value::Object(body)).await
         }
-        ClientEvent::Signal => {
-            let to = f.string("to")?;
-            let data = f.any("data", true)?;
+        Request::Signal { to, data } => {
             check_reach(hub, me, &to, None).await?;
             relay(hub, me, &to, "signal", json!({"from": me.id, "data": data})).await
         }
-        ClientEvent::Message => {
-            let room = room_id(&f)?;
-            let data = f.any("data", true)?;
+        Request::Message { room, data } => {
             let others = hub
                 .store
                 .others_in(&room, &me.id)
@@ -80,12 +164,7 @@ pub async fn handle(
             }
             Ok(json!({"ok": true, "delivered": others.len()}))
         }
-        ClientEvent::UpdateState => {
-            let room = room_id(&f)?;
-            let state = f.any("state", false)?;
-            if !state.is_object() {
-                return Err(Refusal::bad("`state` must be an object"));
-            }
+        Request::UpdateState { room, state } => {
             let others = hub
                 .store
                 .set_state(&room, &me.id, state.clone())
@@ -143,16 +222,14 @@ async fn relay(
     Ok(json!({"ok": true}))
 }
 
-async fn join(hub: &Hub, me: &PeerCtx, f: Fields) -> Result<Value, Refusal> {
-    let room = room_id(&f)?;
-    let display_name = f.opt_string("displayName")?;
-    if display_name
-        .as_ref()
-        .is_some_and(|n| n.chars().count() > MAX_DISPLAY_NAME_LEN)
-    {
-        return Err(Refusal::bad("`displayName` is too long"));
-    }
-    let asked_user = f.opt_string("userId")?;
+async fn join(hub: &Hub, me: &PeerCtx, j: Join) -> Result<Value, Refusal> {
+    let Join {
+        room,
+        display_name,
+        user_id: asked_user,
+        metadata,
+        password,
+    } = j;
     let user_id = match (&me.subject, asked_user) {
         // With auth on, the token decides who you are.
         (Some(sub), _) => sub.clone(),
@@ -168,7 +245,7 @@ async fn join(hub: &Hub, me: &PeerCtx, f: Fields) -> Result<Value, Refusal> {
         peer_id: me.id.clone(),
         user_id: user_id.clone(),
         display_name,
-        metadata: f.opt_any("metadata"),
+        metadata,
         state: json!({}),
         joined_at: now_ms(),
     };
@@ -177,7 +254,7 @@ async fn join(hub: &Hub, me: &PeerCtx, f: Fields) -> Result<Value, Refusal> {
         .join(JoinRequest {
             room_id: room.clone(),
             peer,
-            password: f.opt_string("password")?,
+            password,
             salt: rand::random(),
         })
         .await

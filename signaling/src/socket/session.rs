@@ -55,7 +55,7 @@ pub async fn run(
     cleanup(&hub, &me).await;
 }
 
-fn short(s: &str) -> String {
+pub(crate) fn short(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
