@@ -120,7 +120,9 @@ fn handshake(
         }
     };
     let sig = &hub.cfg.signaling;
-    let id = s.id.to_string();
+    // Never the Engine.IO sid (which is also socketioxide's socket id): every room-mate
+    // learns a peer id, and the sid is the only credential of a session's transport.
+    let id = new_peer_id();
     let (in_tx, in_rx) = mpsc::channel::<InboundItem>(inbound::QUEUE);
     let (out_tx, out_rx) = mpsc::channel(outbound::QUEUE);
     let queued = Arc::new(QueuedBytes::new(sig.max_payload_bytes));
@@ -151,6 +153,14 @@ fn handshake(
     };
     tokio::spawn(outbound::writer(Arc::downgrade(s), out_rx, hub.clone()));
     tokio::spawn(session::run(hub.clone(), me, in_rx, queued));
-    tracing::info!(sid = %id, "Connected");
+    tracing::info!(sid = %s.id, peer = %id, "Connected");
     Ok(())
+}
+
+/// A fresh peer id: 128 random bits, base64url (22 characters). Unguessable, and unrelated
+/// to the Engine.IO session id, so knowing it gives no handle on the peer's transport.
+#[must_use]
+pub fn new_peer_id() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
 }

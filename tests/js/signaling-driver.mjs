@@ -6,6 +6,8 @@
 
 import { createHmac } from "node:crypto";
 import { io } from "socket.io-client";
+// A dependency of socket.io-client (see package-lock.json): a raw WebSocket for the attacks.
+import WebSocket from "ws";
 
 const [, , scenario, url, argsJson] = process.argv;
 const args = argsJson ? JSON.parse(argsJson) : {};
@@ -41,9 +43,12 @@ function connect(opts = {}) {
   });
 }
 
-/** Emits with an ack and resolves with the ack body. */
-function ask(s, event, data) {
-  return s.timeout(WAIT_MS).emitWithAck(event, data);
+/** Emits with an ack and resolves with the ack body. A `join-room` ack tells the socket its
+ * peer id (`self.peerId`), which is random and is not `socket.id` (the Engine.IO sid). */
+async function ask(s, event, data) {
+  const ack = await s.timeout(WAIT_MS).emitWithAck(event, data);
+  if (event === "join-room" && ack && ack.ok && ack.self) s.peerId = ack.self.peerId;
+  return ack;
 }
 
 /** Resolves with the first `event` payload (already received or future) matching `pred`. */
@@ -112,13 +117,13 @@ const scenarios = {
     r.roomUsersB = await waitFor(b, "room-users");
     r.userJoinedAtA = await waitFor(a, "user-joined");
     // A client-sent `from` is overwritten: peers cannot impersonate each other.
-    r.offerAck = await ask(a, "offer", { targetId: b.id, offer: { type: "offer", sdp: "v=0" }, roomId: "events", from: "forged" });
+    r.offerAck = await ask(a, "offer", { targetId: b.peerId, offer: { type: "offer", sdp: "v=0" }, roomId: "events", from: "forged" });
     r.offerAtB = await waitFor(b, "offer");
-    r.answerAck = await ask(b, "answer", { targetId: a.id, answer: { type: "answer", sdp: "v=0" } });
+    r.answerAck = await ask(b, "answer", { targetId: a.peerId, answer: { type: "answer", sdp: "v=0" } });
     r.answerAtA = await waitFor(a, "answer");
-    r.candidateAck = await ask(a, "ice-candidate", { targetId: b.id, candidate: { candidate: "candidate:1", sdpMid: "0" } });
+    r.candidateAck = await ask(a, "ice-candidate", { targetId: b.peerId, candidate: { candidate: "candidate:1", sdpMid: "0" } });
     r.candidateAtB = await waitFor(b, "ice-candidate");
-    r.signalAck = await ask(b, "signal", { to: a.id, data: { kind: "renegotiate" } });
+    r.signalAck = await ask(b, "signal", { to: a.peerId, data: { kind: "renegotiate" } });
     r.signalAtA = await waitFor(a, "signal");
     r.messageAck = await ask(a, "message", { roomId: "events", data: { text: "hi" } });
     r.messageAtB = await waitFor(b, "message");
@@ -131,7 +136,7 @@ const scenarios = {
     r.leaveAck = await ask(b, "leave-room", { roomId: "events" });
     r.userLeftAtA = await waitFor(a, "user-left");
     r.leaveAgainAck = await ask(b, "leave-room", { roomId: "events" });
-    r.ids = { a: a.id, b: b.id };
+    r.ids = { a: a.peerId, b: b.peerId };
     r.messagesAtA = seen(a, "message").length;
     return r;
   },
@@ -149,9 +154,9 @@ const scenarios = {
     // Per (sender, target) order holds across event types, so the end marker comes last.
     const done = waitFor(b, "signal", (p) => p.data === "end");
     for (let i = 0; i < n; i++) {
-      a.emit("ice-candidate", { targetId: b.id, candidate: { seq: i, candidate: "candidate:x", pad } });
+      a.emit("ice-candidate", { targetId: b.peerId, candidate: { seq: i, candidate: "candidate:x", pad } });
     }
-    a.emit("signal", { to: b.id, data: "end" });
+    a.emit("signal", { to: b.peerId, data: "end" });
     const failed = new Promise((resolve) => a.on("error", resolve));
     await Promise.race([done, failed]);
     let outOfOrder = 0;
@@ -188,16 +193,16 @@ const scenarios = {
     await ask(b, "join-room", { roomId: "iso-1" });
     await ask(c, "join-room", { roomId: "iso-2" });
     const r = {};
-    r.offerToOtherRoom = await ask(a, "offer", { targetId: c.id, offer: { type: "offer", sdp: "x" } });
-    r.candidateToOtherRoom = await ask(a, "ice-candidate", { targetId: c.id, candidate: {} });
-    r.signalToOtherRoom = await ask(a, "signal", { to: c.id, data: 1 });
-    r.offerNamingOtherRoom = await ask(a, "offer", { targetId: c.id, offer: {}, roomId: "iso-2" });
+    r.offerToOtherRoom = await ask(a, "offer", { targetId: c.peerId, offer: { type: "offer", sdp: "x" } });
+    r.candidateToOtherRoom = await ask(a, "ice-candidate", { targetId: c.peerId, candidate: {} });
+    r.signalToOtherRoom = await ask(a, "signal", { to: c.peerId, data: 1 });
+    r.offerNamingOtherRoom = await ask(a, "offer", { targetId: c.peerId, offer: {}, roomId: "iso-2" });
     r.messageToOtherRoom = await ask(a, "message", { roomId: "iso-2", data: "psst" });
     r.stateInOtherRoom = await ask(a, "update-state", { roomId: "iso-2", state: {} });
-    r.offerToSelf = await ask(a, "offer", { targetId: a.id, offer: {} });
+    r.offerToSelf = await ask(a, "offer", { targetId: a.peerId, offer: {} });
     await barrier(c);
     r.deliveredToC = c.log.filter(([e]) => ["offer", "ice-candidate", "signal", "message", "peer-updated"].includes(e)).length;
-    r.offerInRoomStillWorks = await ask(a, "offer", { targetId: b.id, offer: {} });
+    r.offerInRoomStillWorks = await ask(a, "offer", { targetId: b.peerId, offer: {} });
     await waitFor(b, "offer");
     return r;
   },
@@ -225,7 +230,7 @@ const scenarios = {
     const b = await connect();
     await ask(a, "join-room", { roomId: "cleanup" });
     await ask(b, "join-room", { roomId: "cleanup" });
-    const bId = b.id;
+    const bId = b.peerId;
     b.disconnect();
     const r = {};
     r.userLeft = await waitFor(a, "user-left");
@@ -252,7 +257,7 @@ const scenarios = {
     r.badRoomId = await ask(a, "join-room", { roomId: "no spaces/allowed" });
     r.notObject = await ask(a, "offer", "just a string");
     r.missingTarget = await ask(a, "offer", { offer: {} });
-    r.missingOffer = await ask(a, "offer", { targetId: b.id });
+    r.missingOffer = await ask(a, "offer", { targetId: b.peerId });
     r.stateNotObject = await ask(a, "update-state", { roomId: "bad", state: 3 });
     r.unknownEvent = await ask(a, "hack-the-planet", { x: 1 });
     a.emit("hack-the-planet", { x: 1 });
@@ -265,7 +270,7 @@ const scenarios = {
     r.stillConnected = a.connected;
     r.afterAll = await ask(a, "message", { roomId: "bad", data: "still here" });
     r.bGotIt = await waitFor(b, "message", (p) => p.data === "still here");
-    r.bStillWorks = await ask(b, "signal", { to: a.id, data: "ok" });
+    r.bStillWorks = await ask(b, "signal", { to: a.peerId, data: "ok" });
     r.messagesAtB = seen(b, "message").length;
     // `max_rooms_per_socket` (4 in the tests): a is in "bad" and gets three more, not four.
     r.extraRooms = [];
@@ -297,15 +302,20 @@ const scenarios = {
     const eioSid = JSON.parse(open.slice(1)).sid;
     const at = `${base}&sid=${eioSid}`;
     await fetch(at, { method: "POST", body: "40" });
+    // The peer id comes in the join ack (`self.peerId`); it is not the Engine.IO sid.
     let peerId;
-    for (let i = 0; i < 5 && !peerId; i++) {
+    let joined = false;
+    for (let i = 0; i < 8 && !peerId; i++) {
       const packets = (await (await fetch(at)).text()).split("\x1e");
       // Answer the first heartbeat, so the connection lives until the next one (25 s).
       if (packets.includes("2")) await fetch(at, { method: "POST", body: "3" });
-      const connect = packets.find((p) => p.startsWith("40"));
-      if (connect) peerId = JSON.parse(connect.slice(2)).sid;
+      if (!joined && packets.some((p) => p.startsWith("40"))) {
+        joined = true;
+        await fetch(at, { method: "POST", body: '420["join-room",{"roomId":"stall"}]' });
+      }
+      const ack = packets.find((p) => p.startsWith("430"));
+      if (ack) peerId = JSON.parse(ack.slice(3))[0].self.peerId;
     }
-    await fetch(at, { method: "POST", body: '420["join-room",{"roomId":"stall"}]' });
     // From here on the raw client never polls: the server's buffer for it fills up.
     const a = await connect();
     await ask(a, "join-room", { roomId: "stall" });
@@ -314,6 +324,68 @@ const scenarios = {
     const n = args.n ?? 3000;
     for (let i = 0; i < n; i++) a.emit("ice-candidate", { targetId: peerId, candidate: { seq: i } });
     return { peerId, firstError: await firstError };
+  },
+
+  // Issue 12: an attacker who learned a long-polling victim's peer id (every room-mate
+  // does) tries to use it as the Engine.IO sid: send on the session, read from it, upgrade it.
+  async hijack() {
+    const bystander = await connect();
+    const victim = await connect({ transports: ["polling"] });
+    await ask(bystander, "join-room", { roomId: "hijack" });
+    await ask(victim, "join-room", { roomId: "hijack" });
+    const joined = await waitFor(bystander, "user-joined");
+    const peerId = joined.peer.peerId;
+    const r = { peerId, victimEngineSid: victim.io.engine.id };
+    const at = `${url}/socket.io/?EIO=4&transport=polling&sid=${encodeURIComponent(peerId)}`;
+    const forged = [
+      '42["message",{"roomId":"hijack","data":"forged"}]',
+      `42["offer",{"targetId":${JSON.stringify(bystander.peerId)},"offer":{"type":"offer","sdp":"forged"}}]`,
+    ].join("\x1e");
+    const post = await fetch(at, { method: "POST", body: forged });
+    r.postStatus = post.status;
+    r.postBody = await post.text();
+    const ctl = new AbortController();
+    const readTimer = setTimeout(() => ctl.abort(), 5000);
+    try {
+      const get = await fetch(at, { signal: ctl.signal });
+      r.getStatus = get.status;
+    } catch (e) {
+      r.getStatus = `aborted: ${e.name}`;
+    }
+    clearTimeout(readTimer);
+    const wsUrl = `${url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket&sid=${encodeURIComponent(peerId)}`;
+    r.upgrade = await new Promise((resolve) => {
+      const ws = new WebSocket(wsUrl);
+      const got = [];
+      const done = (outcome) => {
+        clearTimeout(timer);
+        ws.removeAllListeners();
+        ws.on("error", () => {});
+        ws.terminate();
+        resolve({ outcome, got });
+      };
+      const timer = setTimeout(() => done("no answer"), 5000);
+      ws.on("open", () => ws.send("2probe"));
+      ws.on("message", (m) => {
+        got.push(String(m));
+        if (String(m) === "3probe") {
+          ws.send("5");
+          done("upgraded");
+        }
+      });
+      ws.on("unexpected-response", (_req, res) => done(`http ${res.statusCode}`));
+      ws.on("error", (e) => done(`error: ${e.message}`));
+      ws.on("close", () => done("closed"));
+    });
+    await ask(victim, "message", { roomId: "hijack", data: "genuine" });
+    await waitFor(bystander, "message", (p) => p.data === "genuine");
+    await barrier(bystander);
+    r.forgedMessages = seen(bystander, "message").filter((p) => p.data === "forged").length;
+    r.forgedOffers = seen(bystander, "offer").length;
+    r.genuineMessages = seen(bystander, "message").filter((p) => p.data === "genuine").length;
+    r.victimConnected = victim.connected;
+    r.victimStillWorks = await ask(victim, "update-state", { roomId: "hijack", state: { ok: true } });
+    return r;
   },
 
   async flood() {
@@ -373,12 +445,12 @@ const scenarios = {
     const b = await connect();
     await ask(a, "join-room", { roomId: room.body.id });
     await ask(b, "join-room", { roomId: room.body.id });
-    const r = { ids: { a: a.id, b: b.id } };
+    const r = { ids: { a: a.peerId, b: b.peerId } };
     r.noToken = await http("DELETE", `/api/rooms/${room.body.id}`);
     r.wrongToken = await http("DELETE", `/api/rooms/${room.body.id}`, undefined, { authorization: "Bearer wrong" });
     r.right = await http("DELETE", `/api/rooms/${room.body.id}`, undefined, { authorization: `Bearer ${args.admin}` });
-    r.leftAtA = await waitFor(a, "user-left", (p) => p.peerId === a.id);
-    r.leftAtB = await waitFor(b, "user-left", (p) => p.peerId === a.id);
+    r.leftAtA = await waitFor(a, "user-left", (p) => p.peerId === a.peerId);
+    r.leftAtB = await waitFor(b, "user-left", (p) => p.peerId === a.peerId);
     r.after = await http("GET", `/api/rooms/${room.body.id}`);
     r.messageAfter = await ask(a, "message", { roomId: room.body.id, data: 1 });
     return r;

@@ -16,7 +16,7 @@ use crate::socket::outbound::Outbound;
 /// Who the session's socket is.
 #[derive(Debug, Clone)]
 pub struct PeerCtx {
-    /// Peer id = socket id.
+    /// Peer id: random, never the Engine.IO sid ([`crate::socket::new_peer_id`]).
     pub id: String,
     /// The auth subject (TURN user id) when auth is on.
     pub subject: Option<String>,
