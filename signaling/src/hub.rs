@@ -16,6 +16,7 @@ use crate::auth::Authenticator;
 use crate::ice::{IceServersResponse, ice_servers};
 use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, Refusal};
+use crate::rooms::Rooms;
 use crate::socket::outbound::Outbound;
 use crate::store::{MemoryStore, RoomStore};
 
@@ -46,10 +47,12 @@ impl Hub {
     /// Builds the state with the in-memory store.
     #[must_use]
     pub fn new(cfg: Arc<Config>) -> Arc<Self> {
-        let store = Arc::new(MemoryStore::new(
+        let rooms = Rooms::new(
             cfg.signaling.max_peers_per_room,
             cfg.signaling.max_rooms_per_socket,
-        ));
+        )
+        .with_max_persistent(cfg.signaling.max_persistent_rooms);
+        let store = Arc::new(MemoryStore::from_rooms(rooms));
         Self::with_store(cfg, store)
     }
 

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -84,6 +84,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (router, io) = app(hub.clone());
+    tokio::spawn(sweep_idle_rooms(
+        Arc::downgrade(&hub),
+        hub.cfg.signaling.persistent_room_idle,
+    ));
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -98,6 +102,33 @@ pub async fn serve(
         })
         .await
         .context("HTTP server failed")
+}
+
+/// Removes the persistent rooms that have had no member for `idle`
+/// (`signaling.persistent_room_idle`), sweeping every `idle / 2` (0.5-60 s), until the hub
+/// is gone.
+async fn sweep_idle_rooms(hub: Weak<Hub>, idle: Duration) {
+    let every = (idle / 2).clamp(Duration::from_millis(500), Duration::from_secs(60));
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(hub) = hub.upgrade() else { break };
+        let now_ms = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis()),
+        )
+        .unwrap_or(u64::MAX);
+        let gone = hub.store.expire_idle(now_ms, idle_ms).await;
+        if !gone.is_empty() {
+            hub.metrics
+                .rooms_expired
+                .inc_by(u64::try_from(gone.len()).unwrap_or(u64::MAX));
+            tracing::debug!(rooms = gone.len(), "Idle persistent rooms removed");
+        }
+    }
 }
 
 /// Runs the service on an already-bound listener with in-memory state.

@@ -97,6 +97,11 @@ async function http(method, path, body, headers = {}) {
   return { status: res.status, body: json };
 }
 
+/** The admin token's header when the test gave one (`args.admin`): REST shows members only to it. */
+function adminHeaders() {
+  return args.admin ? { authorization: `Bearer ${args.admin}` } : {};
+}
+
 function jwt(secret, claims) {
   const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
   const head = b64({ alg: "HS256", typ: "JWT" });
@@ -129,7 +134,7 @@ const scenarios = {
     r.messageAtB = await waitFor(b, "message");
     r.updateAck = await ask(b, "update-state", { roomId: "events", state: { muted: true } });
     r.peerUpdatedAtA = await waitFor(a, "peer-updated");
-    r.roomAfterUpdate = (await http("GET", "/api/rooms/events")).body;
+    r.roomAfterUpdate = (await http("GET", "/api/rooms/events", undefined, adminHeaders())).body;
     // Without an ack, a failure comes back as an `error` event.
     b.emit("offer", { targetId: "no-such-peer", offer: {} });
     r.errorEventAtB = await waitFor(b, "error");
@@ -178,7 +183,7 @@ const scenarios = {
       const racers = await Promise.all(Array.from({ length: contenders }, () => connect()));
       const acks = await Promise.all(racers.map((s) => ask(s, "join-room", { roomId: id })));
       const info = await http("GET", `/api/rooms/${id}`);
-      results.push({ oks: acks.filter((a) => a.ok).length, codes: acks.filter((a) => !a.ok).map((a) => a.error.code), members: info.body.peers.length });
+      results.push({ oks: acks.filter((a) => a.ok).length, codes: acks.filter((a) => !a.ok).map((a) => a.error.code), members: info.body.peerCount });
       for (const s of [first, ...racers]) s.disconnect();
     }
     return { results };
@@ -385,6 +390,42 @@ const scenarios = {
     r.genuineMessages = seen(bystander, "message").filter((p) => p.data === "genuine").length;
     r.victimConnected = victim.connected;
     r.victimStillWorks = await ask(victim, "update-state", { roomId: "hijack", state: { ok: true } });
+    return r;
+  },
+
+  // REST privacy: members' peer ids, user ids and metadata only with the admin token.
+  async privacy() {
+    const a = await connect();
+    await ask(a, "join-room", { roomId: "private", userId: "alice-secret-user", metadata: { note: "secret-metadata" } });
+    const r = { peerId: a.peerId };
+    r.listAnon = await http("GET", "/api/rooms");
+    r.oneAnon = await http("GET", "/api/rooms/private");
+    r.listWrong = await http("GET", "/api/rooms", undefined, { authorization: "Bearer not-the-admin" });
+    r.oneWrong = await http("GET", "/api/rooms/private", undefined, { authorization: "Bearer not-the-admin" });
+    r.listAdmin = await http("GET", "/api/rooms", undefined, adminHeaders());
+    r.oneAdmin = await http("GET", "/api/rooms/private", undefined, adminHeaders());
+    return r;
+  },
+
+  // Persistent rooms with no member go after `persistent_room_idle`; one with a member stays.
+  async idleRooms() {
+    const idle = await http("POST", "/api/rooms", { name: "idle" });
+    const used = await http("POST", "/api/rooms", { name: "used" });
+    const a = await connect();
+    const r = { join: await ask(a, "join-room", { roomId: used.body.id }) };
+    // Bounded poll of the REST state (deadline 30 s): the sweep runs every idle / 2.
+    for (let i = 0; i < 150; i++) {
+      r.idleAfter = await http("GET", `/api/rooms/${idle.body.id}`);
+      if (r.idleAfter.status === 404) break;
+      await new Promise((res) => setTimeout(res, 200));
+    }
+    r.usedAfter = await http("GET", `/api/rooms/${used.body.id}`);
+    a.disconnect();
+    for (let i = 0; i < 150; i++) {
+      r.usedAfterLeaving = await http("GET", `/api/rooms/${used.body.id}`);
+      if (r.usedAfterLeaving.status === 404) break;
+      await new Promise((res) => setTimeout(res, 200));
+    }
     return r;
   },
 

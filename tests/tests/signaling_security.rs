@@ -35,3 +35,102 @@ fn a_peer_id_gives_no_way_to_send_on_read_from_or_upgrade_the_peers_session() {
     assert_eq!(r["victimConnected"], json!(true), "{r}");
     assert_ok(&r["victimStillWorks"], "the victim's session is untouched");
 }
+
+const ADMIN: &str = "admin-test-token-0123456789";
+
+/// `GET /api/rooms` and `/api/rooms/{id}` give members' peer ids, user ids and metadata only
+/// to the admin token; anyone else (no token, a wrong one) sees `peerCount`.
+#[test]
+fn rest_shows_room_members_only_to_the_admin_token() {
+    let ports = Ports::new();
+    let svc = common::start(&ports, &format!("admin_token = \"{ADMIN}\""));
+    let r = common::drive(&svc, &ports, "privacy", &json!({"admin": ADMIN}));
+    let peer_id = r["peerId"].as_str().expect("peer id").to_string();
+    for key in ["listAnon", "oneAnon", "listWrong", "oneWrong"] {
+        assert_eq!(r[key]["status"], json!(200), "{key}: {r}");
+        let text = r[key]["body"].to_string();
+        for secret in [peer_id.as_str(), "alice-secret-user", "secret-metadata"] {
+            assert!(!text.contains(secret), "{key} shows {secret}: {text}");
+        }
+    }
+    assert_eq!(r["oneAnon"]["body"]["peerCount"], json!(1), "{r}");
+    assert!(r["oneAnon"]["body"].get("peers").is_none(), "{r}");
+    assert_eq!(
+        r["listAnon"]["body"]["rooms"][0]["peerCount"],
+        json!(1),
+        "{r}"
+    );
+    let admin_one = &r["oneAdmin"]["body"];
+    assert_eq!(admin_one["peers"][0]["peerId"], json!(peer_id), "{r}");
+    assert_eq!(admin_one["peers"][0]["userId"], "alice-secret-user", "{r}");
+    assert_eq!(
+        admin_one["peers"][0]["metadata"]["note"], "secret-metadata",
+        "{r}"
+    );
+    assert_eq!(
+        r["listAdmin"]["body"]["rooms"][0]["peers"][0]["peerId"],
+        json!(peer_id),
+        "{r}"
+    );
+}
+
+/// `POST /api/rooms` beyond `signaling.max_persistent_rooms` is answered 429 `rate-limited`;
+/// deleting one frees its place.
+#[test]
+fn persistent_rooms_are_capped_and_the_next_creation_is_rate_limited() {
+    let ports = Ports::new();
+    let _svc = common::start(
+        &ports,
+        &format!("admin_token = \"{ADMIN}\"\nmax_persistent_rooms = 5"),
+    );
+    let url = format!("{}/api/rooms", common::base(&ports));
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = common::http("POST", &url, &[], Some(&json!({"name": format!("r{i}")})));
+        assert_eq!(r.status, 201, "{r:?}");
+        ids.push(r.body["id"].as_str().expect("id").to_string());
+    }
+    let refused = common::http("POST", &url, &[], None);
+    assert_eq!(refused.status, 429, "{refused:?}");
+    assert_eq!(refused.body["error"]["code"], "rate-limited", "{refused:?}");
+    let list = common::http("GET", &url, &[], None);
+    assert_eq!(list.body["rooms"].as_array().map(Vec::len), Some(5));
+    let auth = format!("Bearer {ADMIN}");
+    let del = common::http(
+        "DELETE",
+        &format!("{url}/{}", ids[0]),
+        &[("authorization", &auth)],
+        None,
+    );
+    assert_eq!(del.status, 204, "{del:?}");
+    let again = common::http("POST", &url, &[], None);
+    assert_eq!(
+        again.status, 201,
+        "a deleted room frees its place: {again:?}"
+    );
+}
+
+/// A persistent room with no member is removed after `signaling.persistent_room_idle`; one
+/// with a member stays, and goes once its member has left for that long.
+#[test]
+fn an_idle_persistent_room_is_removed_and_one_in_use_is_kept() {
+    let ports = Ports::new();
+    let svc = common::start(&ports, "persistent_room_idle = \"2s\"");
+    let r = common::drive(&svc, &ports, "idleRooms", &json!({}));
+    assert_ok(&r["join"], "join the used room");
+    assert_eq!(
+        r["idleAfter"]["status"],
+        json!(404),
+        "idle room removed: {r}"
+    );
+    assert_eq!(
+        r["usedAfter"]["status"],
+        json!(200),
+        "room in use kept: {r}"
+    );
+    assert_eq!(
+        r["usedAfterLeaving"]["status"],
+        json!(404),
+        "removed once idle: {r}"
+    );
+}
