@@ -49,8 +49,6 @@ pub fn app(hub: Arc<Hub>) -> (Router, SocketIo) {
     let mut router = Router::new()
         .route("/health", get(rest::health))
         .route("/ready", get(rest::ready))
-        .route("/metrics", get(rest::metrics))
-        .route("/stats", get(rest::stats))
         .route("/api/ice-servers", get(rest::ice_servers))
         .route("/api/rooms", get(rest::list_rooms).post(rest::create_room))
         .route(
@@ -74,6 +72,33 @@ pub fn app(hub: Arc<Hub>) -> (Router, SocketIo) {
         .layer(sio_layer)
         .layer(cors(&sig.cors_origins));
     (router, io)
+}
+
+/// The operators' surface, served on `signaling.metrics_listen` only (not on the public
+/// listener): `/metrics`, `/stats` and `/health`.
+pub fn metrics_app(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/health", get(rest::health))
+        .route("/metrics", get(rest::metrics))
+        .route("/stats", get(rest::stats))
+        .fallback(async || AppError::not_found("no such route"))
+        .with_state(hub)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+}
+
+/// Serves [`metrics_app`] on `listener` until `shutdown` completes.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, metrics_app(hub))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("metrics server failed")
 }
 
 /// Serves `hub` on `listener` until `shutdown` completes, then stops accepting, closes every
@@ -198,10 +223,14 @@ pub fn main_with(cfg: Config) -> anyhow::Result<()> {
     check_supported(&cfg)?;
     let cfg = Arc::new(cfg);
     let addr: SocketAddr = cfg.signaling.listen;
+    let metrics_addr: SocketAddr = cfg.signaling.metrics_listen;
     let result = rt.block_on(async move {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("could not listen on {addr} (signaling.listen)"))?;
+        let metrics_listener = TcpListener::bind(metrics_addr).await.with_context(|| {
+            format!("could not listen on {metrics_addr} (signaling.metrics_listen)")
+        })?;
         let mut signals = Signals::new()?;
         tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "Listening");
         notify(sd_notify::NotifyState::Ready);
@@ -210,7 +239,18 @@ pub fn main_with(cfg: Config) -> anyhow::Result<()> {
             let mut rx = rx;
             let _ = rx.wait_for(|v| *v).await;
         };
-        let mut server = tokio::spawn(serve(listener, Hub::new(cfg), stop));
+        let hub = Hub::new(cfg);
+        tracing::info!(
+            addr = %metrics_listener.local_addr().unwrap_or(metrics_addr),
+            "Metrics listening"
+        );
+        // Ends with the runtime; the public listener's shutdown is what clients see.
+        tokio::spawn(serve_metrics(
+            metrics_listener,
+            hub.clone(),
+            std::future::pending(),
+        ));
+        let mut server = tokio::spawn(serve(listener, hub, stop));
         let sig = tokio::select! {
             res = &mut server => {
                 // The server ended without a signal: that is a failure.

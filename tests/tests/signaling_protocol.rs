@@ -125,7 +125,7 @@ fn every_client_event_is_acked_and_delivered_with_the_spec_payloads() {
     // Metrics count relayed events by type and errors by code, with no per-user labels.
     let metrics = common::http(
         "GET",
-        &format!("{}/metrics", common::base(&ports)),
+        &format!("{}/metrics", common::metrics_base(&ports)),
         &[],
         None,
     );
@@ -347,7 +347,7 @@ fn a_flood_is_rate_limited_without_dropping_the_connection() {
     assert_ok(&r["afterFlood"], "tokens come back");
     let metrics = common::http(
         "GET",
-        &format!("{}/metrics", common::base(&ports)),
+        &format!("{}/metrics", common::metrics_base(&ports)),
         &[],
         None,
     );

@@ -134,3 +134,29 @@ fn an_idle_persistent_room_is_removed_and_one_in_use_is_kept() {
         "removed once idle: {r}"
     );
 }
+
+/// `/metrics` and `/stats` are served on `signaling.metrics_listen` only; the public listener
+/// keeps `/health` and `/ready` and answers 404 to the operators' routes.
+#[test]
+fn metrics_and_stats_are_only_on_the_metrics_listener() {
+    let ports = Ports::new();
+    let _svc = common::start(&ports, "");
+    let public = common::base(&ports);
+    let private = common::metrics_base(&ports);
+    for path in ["/metrics", "/stats"] {
+        let r = common::http("GET", &format!("{public}{path}"), &[], None);
+        assert_eq!(r.status, 404, "public {path}: {r:?}");
+        let r = common::http("GET", &format!("{private}{path}"), &[], None);
+        assert_eq!(r.status, 200, "metrics listener {path}: {r:?}");
+    }
+    for path in ["/health", "/ready"] {
+        let r = common::http("GET", &format!("{public}{path}"), &[], None);
+        assert_eq!(r.status, 200, "public {path}: {r:?}");
+    }
+    let text = common::http("GET", &format!("{private}/metrics"), &[], None);
+    let text = text.body.as_str().unwrap_or_default();
+    assert!(
+        text.contains("switchboard_signaling_connections "),
+        "{text}"
+    );
+}
