@@ -2,11 +2,14 @@
 //! outbound queue of every connected peer, metrics and the authenticator.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::socket::Socket;
 use switchboard_config::ice::{IceUris, ice_uris};
 use switchboard_config::{Config, unix_now};
 use tokio::sync::mpsc;
@@ -17,12 +20,22 @@ use crate::ice::{IceServersResponse, ice_servers};
 use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, Refusal};
 use crate::rooms::Rooms;
-use crate::socket::outbound::Outbound;
+use crate::socket::inbound::QueuedBytes;
+use crate::socket::outbound::{Outbound, Queued};
 use crate::store::{MemoryStore, RoomStore};
 
 /// How long a sender waits for room in a target's outbound queue (the target's connection
 /// is not draining) before the event is refused with `rate-limited`.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connected peer's outbound queue: its sender, the bytes it holds (capped), and the
+/// socket, to close when it stops reading.
+#[derive(Clone)]
+pub struct PeerQueue {
+    pub tx: mpsc::Sender<Queued>,
+    pub bytes: Arc<QueuedBytes>,
+    pub socket: Weak<Socket<LocalAdapter>>,
+}
 
 /// Shared service state.
 pub struct Hub {
@@ -31,8 +44,10 @@ pub struct Hub {
     pub metrics: Metrics,
     pub auth: Authenticator,
     ice_uris: IceUris,
-    /// peer id (socket id) → that peer's outbound queue.
-    peers: RwLock<HashMap<String, mpsc::Sender<Outbound>>>,
+    /// peer id → that peer's outbound queue.
+    peers: RwLock<HashMap<String, PeerQueue>>,
+    /// Source IP → its open Socket.IO connections (`signaling.max_connections_per_ip`).
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
     ready: AtomicBool,
     started: Instant,
 }
@@ -68,6 +83,7 @@ impl Hub {
             auth,
             ice_uris,
             peers: RwLock::new(HashMap::new()),
+            per_ip: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(true),
             started: Instant::now(),
         })
@@ -100,8 +116,45 @@ impl Hub {
         )
     }
 
-    pub fn register_peer(&self, peer_id: &str, tx: mpsc::Sender<Outbound>) {
-        self.peers_mut().insert(peer_id.to_string(), tx);
+    /// Whether `ip` is at `signaling.max_connections_per_ip` (a new connection is refused).
+    #[must_use]
+    pub fn ip_at_cap(&self, ip: IpAddr) -> bool {
+        self.per_ip_map().get(&ip).copied().unwrap_or(0)
+            >= self.cfg.signaling.max_connections_per_ip
+    }
+
+    /// Counts one more connection from `ip`; `false` (nothing counted) at the cap.
+    #[must_use]
+    pub fn add_connection(&self, ip: IpAddr) -> bool {
+        let cap = self.cfg.signaling.max_connections_per_ip;
+        let mut map = self.per_ip_map();
+        let n = map.entry(ip).or_insert(0);
+        if *n >= cap {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Forgets one connection from `ip`.
+    pub fn remove_connection(&self, ip: IpAddr) {
+        let mut map = self.per_ip_map();
+        if let Some(n) = map.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&ip);
+            }
+        }
+    }
+
+    fn per_ip_map(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.per_ip
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn register_peer(&self, peer_id: &str, queue: PeerQueue) {
+        self.peers_mut().insert(peer_id.to_string(), queue);
     }
 
     pub fn unregister_peer(&self, peer_id: &str) {
@@ -116,15 +169,13 @@ impl Hub {
             .len()
     }
 
-    fn peers_mut(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, mpsc::Sender<Outbound>>> {
+    fn peers_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, PeerQueue>> {
         self.peers
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn queue_of(&self, peer_id: &str) -> Option<mpsc::Sender<Outbound>> {
+    fn queue_of(&self, peer_id: &str) -> Option<PeerQueue> {
         self.peers
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -133,12 +184,28 @@ impl Hub {
     }
 
     /// Queues `item` for `peer_id`, waiting (bounded by [`DELIVERY_TIMEOUT`]) while its queue
-    /// is full: backpressure on the sender rather than loss.
+    /// is full: backpressure on the sender rather than loss. A peer whose queue would pass
+    /// its byte cap is not reading: it is disconnected (logged and counted), so a slow reader
+    /// cannot grow the server's memory.
     pub async fn send_to(&self, peer_id: &str, item: Outbound) -> Result<(), Refusal> {
-        let Some(tx) = self.queue_of(peer_id) else {
+        let Some(q) = self.queue_of(peer_id) else {
             return Err(Refusal::new(ErrorCode::UnknownPeer, "no such peer"));
         };
-        match tx.send_timeout(item, DELIVERY_TIMEOUT).await {
+        let size = item.encoded_size();
+        if !q.bytes.try_add(size) {
+            self.close_slow_reader(peer_id, &q);
+            return Err(Refusal::new(
+                ErrorCode::UnknownPeer,
+                "the target peer was not reading and was disconnected",
+            ));
+        }
+        let res =
+            q.tx.send_timeout(Queued { item, size }, DELIVERY_TIMEOUT)
+                .await;
+        if res.is_err() {
+            q.bytes.sub(size);
+        }
+        match res {
             Ok(()) => Ok(()),
             Err(SendTimeoutError::Closed(_)) => {
                 Err(Refusal::new(ErrorCode::UnknownPeer, "peer has left"))
@@ -147,6 +214,22 @@ impl Hub {
                 ErrorCode::RateLimited,
                 "the target peer is not reading; event not delivered",
             )),
+        }
+    }
+
+    fn close_slow_reader(&self, peer_id: &str, q: &PeerQueue) {
+        // Once per peer: later sends find it unregistered or its socket gone.
+        self.peers_mut().remove(peer_id);
+        self.metrics.slow_readers_closed.inc();
+        tracing::warn!(
+            peer = %peer_id,
+            cap_bytes = q.bytes.max(),
+            "Slow reader disconnected: its outbound queue passed its byte cap"
+        );
+        if let Some(s) = q.socket.upgrade()
+            && let Err(e) = s.disconnect()
+        {
+            tracing::debug!(peer = %peer_id, error = %e, "Slow reader already gone");
         }
     }
 

@@ -9,7 +9,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use socketioxide::SocketIo;
 use switchboard_config::{Config, CorsOrigins};
@@ -70,8 +73,50 @@ pub fn app(hub: Arc<Hub>) -> (Router, SocketIo) {
         ))
         // Outside the REST limits: Socket.IO long-polling outlives the request timeout.
         .layer(sio_layer)
+        .layer(axum::middleware::from_fn_with_state(
+            hub.clone(),
+            limit_connections_per_ip,
+        ))
         .layer(cors(&sig.cors_origins));
     (router, io)
+}
+
+/// Refuses a new Engine.IO session (a Socket.IO request without `sid`: the polling handshake
+/// or a direct WebSocket upgrade) with 429 when its source IP already has
+/// `signaling.max_connections_per_ip` connections, before anything is allocated for it.
+/// The count itself is taken in the Socket.IO handshake (`socket::handshake`), atomically.
+async fn limit_connections_per_ip(
+    State(hub): State<Arc<Hub>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = &hub.cfg.signaling.socketio_path;
+    let new_session = req.uri().path().starts_with(path.as_str())
+        && req
+            .uri()
+            .query()
+            .is_none_or(|q| !q.split('&').any(|kv| kv.starts_with("sid=")));
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if new_session
+        && let Some(ip) = ip
+        && hub.ip_at_cap(ip)
+    {
+        hub.metrics.connections_refused.inc();
+        tracing::debug!(%ip, "Connection refused: too many from this address");
+        return AppError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            format!(
+                "too many connections from this address (limit {})",
+                hub.cfg.signaling.max_connections_per_ip
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// The operators' surface, served on `signaling.metrics_listen` only (not on the public
@@ -113,20 +158,23 @@ pub async fn serve(
         Arc::downgrade(&hub),
         hub.cfg.signaling.persistent_room_idle,
     ));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            hub.set_not_ready();
-            tracing::info!("Shutting down: closing Socket.IO sessions");
-            // Tell every client the server is going away (DISCONNECT packet: clients see
-            // "io server disconnect" rather than a dropped transport), then close.
-            if let Err(e) = io.disconnect().await {
-                tracing::warn!(error = %e, "Could not notify every socket of the shutdown");
-            }
-            io.close().await;
-        })
-        .await
-        .context("HTTP server failed")
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        hub.set_not_ready();
+        tracing::info!("Shutting down: closing Socket.IO sessions");
+        // Tell every client the server is going away (DISCONNECT packet: clients see
+        // "io server disconnect" rather than a dropped transport), then close.
+        if let Err(e) = io.disconnect().await {
+            tracing::warn!(error = %e, "Could not notify every socket of the shutdown");
+        }
+        io.close().await;
+    })
+    .await
+    .context("HTTP server failed")
 }
 
 /// Removes the persistent rooms that have had no member for `idle`

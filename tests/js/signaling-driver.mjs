@@ -5,6 +5,7 @@
 // Every wait is bounded: a watchdog ends the process with {"error": "..."} after 90 s.
 
 import { createHmac } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { io } from "socket.io-client";
 // A dependency of socket.io-client (see package-lock.json): a raw WebSocket for the attacks.
 import WebSocket from "ws";
@@ -95,6 +96,13 @@ async function http(method, path, body, headers = {}) {
     json = null;
   }
   return { status: res.status, body: json };
+}
+
+/** VmRSS of process `pid` in KiB (Linux /proc). */
+function vmRssKiB(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const line = status.split("\n").find((l) => l.startsWith("VmRSS:"));
+  return line ? Number(line.split(/\s+/)[1]) : null;
 }
 
 /** The admin token's header when the test gave one (`args.admin`): REST shows members only to it. */
@@ -427,6 +435,129 @@ const scenarios = {
       await new Promise((res) => setTimeout(res, 200));
     }
     return r;
+  },
+
+  // Issue 12: clients each stream an unfinished, huge, fragmented WebSocket message. The
+  // server must stop reading at its message limit and close, not buffer it all.
+  async fragmentFlood() {
+    const clients = args.clients ?? 4;
+    const mib = args.mib ?? 45;
+    const rss = () => vmRssKiB(args.pid);
+    const r = { rssBeforeKiB: rss() };
+    const wsUrl = `${url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket`;
+    const one = () =>
+      new Promise((resolve) => {
+        const ws = new WebSocket(wsUrl);
+        const st = { sentBytes: 0, closed: false, connected: false };
+        let finished = false;
+        const finish = () => {
+          if (!finished) {
+            finished = true;
+            resolve({ ws, st });
+          }
+        };
+        ws.on("error", () => {
+          st.closed = true;
+          finish();
+        });
+        ws.on("close", () => {
+          st.closed = true;
+          finish();
+        });
+        ws.on("message", async (m) => {
+          const text = String(m);
+          if (text.startsWith("0{")) ws.send("40");
+          if (text === "2") ws.send("3");
+          if (!text.startsWith("40") || st.connected) return;
+          st.connected = true;
+          const chunk = "x".repeat(1 << 20);
+          const send = (data) => new Promise((res) => ws.send(data, { fin: false }, (err) => res(!err)));
+          let ok = await send('42["message",{"roomId":"frag","data":"' + chunk);
+          for (let i = 1; i < mib && ok && !st.closed; i++) {
+            st.sentBytes += chunk.length;
+            ok = await send(chunk);
+          }
+          finish();
+        });
+      });
+    const results = await Promise.all(Array.from({ length: clients }, one));
+    // Measured while the connections the server kept are still open (never finished).
+    r.rssDuringKiB = rss();
+    r.clients = results.map(({ st }) => st);
+    const legit = await connect();
+    r.legitJoin = await ask(legit, "join-room", { roomId: "frag-ok" });
+    for (const { ws } of results) ws.terminate();
+    return r;
+  },
+
+  // `max_connections_per_ip`: n connections from one address work, the next is refused with
+  // a clear HTTP error; closing one makes room again.
+  async perIpCap() {
+    const n = args.n ?? 256;
+    const open = [];
+    for (let i = 0; i < n; i += 32) {
+      const batch = await Promise.all(Array.from({ length: Math.min(32, n - i) }, () => connect()));
+      open.push(...batch);
+    }
+    const r = { opened: open.length };
+    try {
+      await connect();
+      r.extra = "connected";
+    } catch (e) {
+      r.extra = `refused: ${e.message}`;
+    }
+    const res = await fetch(`${url}/socket.io/?EIO=4&transport=polling`);
+    r.handshakeStatus = res.status;
+    r.handshakeBody = await res.text();
+    r.restStillWorks = (await http("GET", "/health")).status;
+    open[0].disconnect();
+    r.afterClose = "refused";
+    for (let i = 0; i < 50 && r.afterClose !== "connected"; i++) {
+      try {
+        await connect();
+        r.afterClose = "connected";
+      } catch (e) {
+        r.afterClose = `refused: ${e.message}`;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+    }
+    return r;
+  },
+
+  // A target that never reads while a sender streams large messages at it: the target is
+  // disconnected once its outbound queue passes the byte cap; the sender is told `user-left`.
+  async slowReader() {
+    const base = `${url}/socket.io/?EIO=4&transport=polling`;
+    const open = await (await fetch(base)).text();
+    const at = `${base}&sid=${JSON.parse(open.slice(1)).sid}`;
+    await fetch(at, { method: "POST", body: "40" });
+    let peerId;
+    let joined = false;
+    for (let i = 0; i < 8 && !peerId; i++) {
+      const packets = (await (await fetch(at)).text()).split("\x1e");
+      if (packets.includes("2")) await fetch(at, { method: "POST", body: "3" });
+      if (!joined && packets.some((p) => p.startsWith("40"))) {
+        joined = true;
+        await fetch(at, { method: "POST", body: '420["join-room",{"roomId":"slow"}]' });
+      }
+      const ack = packets.find((p) => p.startsWith("430"));
+      if (ack) peerId = JSON.parse(ack.slice(3))[0].self.peerId;
+    }
+    // From here on the target never polls.
+    const a = await connect();
+    await ask(a, "join-room", { roomId: "slow" });
+    const left = waitFor(a, "user-left", (p) => p.peerId === peerId, 30000).then(() => true, () => false);
+    const data = "m".repeat(args.bytes ?? 32768);
+    const n = args.n ?? 1000;
+    let sent = 0;
+    let gone = false;
+    left.then((v) => (gone = v));
+    for (let i = 0; i < n && !gone; i += 50) {
+      for (let j = 0; j < 50; j++) a.emit("message", { roomId: "slow", data });
+      sent += 50;
+      await barrier(a);
+    }
+    return { peerId, sent, targetLeft: await left, senderConnected: a.connected };
   },
 
   async flood() {

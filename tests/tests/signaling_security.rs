@@ -160,3 +160,104 @@ fn metrics_and_stats_are_only_on_the_metrics_listener() {
         "{text}"
     );
 }
+
+/// Four clients each stream an unfinished 45 MiB fragmented WebSocket message (the attack of
+/// issue 12 took the server from 198 to 393 MB): each connection is closed at the message
+/// limit (about 2 x max_payload_bytes), RSS grows by less than 64 MiB, and a legitimate
+/// client still joins.
+#[test]
+fn unfinished_huge_fragmented_websocket_messages_are_cut_off_and_rss_stays_bounded() {
+    let ports = Ports::new();
+    let svc = common::start(&ports, "");
+    let r = common::drive(
+        &svc,
+        &ports,
+        "fragmentFlood",
+        &json!({"clients": 4, "mib": 45, "pid": svc.pid()}),
+    );
+    for c in r["clients"].as_array().expect("clients") {
+        assert_eq!(c["connected"], json!(true), "{r}");
+        assert_eq!(c["closed"], json!(true), "closed at the limit: {r}");
+        assert!(
+            c["sentBytes"].as_u64().unwrap_or(u64::MAX) < 45 << 20,
+            "the server stopped reading before the end: {r}"
+        );
+    }
+    let before = r["rssBeforeKiB"].as_u64().expect("rss before");
+    let during = r["rssDuringKiB"].as_u64().expect("rss during");
+    assert!(
+        during < before + 64 * 1024,
+        "RSS {before} KiB -> {during} KiB: {r}"
+    );
+    assert_ok(&r["legitJoin"], "a legitimate client joins");
+}
+
+/// `signaling.max_connections_per_ip` (default 256): 256 connections from one address work,
+/// the 257th is refused (HTTP 429 `rate-limited` before any upgrade), and closing one makes
+/// room again.
+#[test]
+fn the_257th_connection_from_one_ip_is_refused() {
+    let ports = Ports::new();
+    let svc = common::start(&ports, "");
+    let r = common::drive(&svc, &ports, "perIpCap", &json!({"n": 256}));
+    assert_eq!(r["opened"], json!(256), "{r}");
+    assert!(
+        r["extra"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("refused")),
+        "{r}"
+    );
+    assert_eq!(r["handshakeStatus"], json!(429), "{r}");
+    let body: Value =
+        serde_json::from_str(r["handshakeBody"].as_str().unwrap_or_default()).unwrap_or_default();
+    assert_eq!(body["error"]["code"], "rate-limited", "{r}");
+    assert_eq!(r["restStillWorks"], json!(200), "{r}");
+    assert_eq!(r["afterClose"], json!("connected"), "{r}");
+    let metrics = common::http(
+        "GET",
+        &format!("{}/metrics", common::metrics_base(&ports)),
+        &[],
+        None,
+    );
+    let text = metrics.body.as_str().unwrap_or_default();
+    assert!(
+        !text.contains("switchboard_signaling_connections_refused_total 0"),
+        "{text}"
+    );
+}
+
+/// A peer that never reads while another streams 32 KiB messages at it: once its outbound
+/// queue passes its byte cap it is disconnected (logged, counted), the sender gets
+/// `user-left` and keeps working.
+#[test]
+fn a_slow_reader_is_disconnected_at_its_outbound_byte_cap() {
+    let ports = Ports::new();
+    let svc = common::start(
+        &ports,
+        "rate_limit_per_second = 100000\nrate_limit_burst = 100000",
+    );
+    let r = common::drive(
+        &svc,
+        &ports,
+        "slowReader",
+        &json!({"bytes": 32768, "n": 1000}),
+    );
+    assert_eq!(r["targetLeft"], json!(true), "{r}\n{}", svc.logs());
+    assert_eq!(r["senderConnected"], json!(true), "{r}");
+    let metrics = common::http(
+        "GET",
+        &format!("{}/metrics", common::metrics_base(&ports)),
+        &[],
+        None,
+    );
+    let text = metrics.body.as_str().unwrap_or_default();
+    assert!(
+        text.contains("switchboard_signaling_slow_readers_closed_total 1"),
+        "{text}"
+    );
+    assert!(
+        svc.logs().contains("Slow reader disconnected"),
+        "{}",
+        svc.logs()
+    );
+}

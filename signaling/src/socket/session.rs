@@ -22,6 +22,8 @@ pub struct PeerCtx {
     pub subject: Option<String>,
     /// User id used when auth is off and the client gives none.
     pub fallback_user: String,
+    /// The source address, counted against `signaling.max_connections_per_ip`.
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// Runs until the socket disconnects (or its inbound queue closes).
@@ -93,6 +95,10 @@ async fn cleanup(hub: &Hub, me: &PeerCtx) {
             .await;
     }
     hub.unregister_peer(&me.id);
+    if let Some(ip) = me.ip {
+        hub.remove_connection(ip);
+    }
     hub.metrics.connections.dec();
-    tracing::info!(peer = %me.id, "Disconnected");
+    hub.metrics.disconnections.inc();
+    tracing::debug!(peer = %me.id, "Disconnected");
 }
