@@ -560,6 +560,50 @@ const scenarios = {
     return { peerId, sent, targetLeft: await left, senderConnected: a.connected };
   },
 
+  // Issue 12 acceptance (signaling part): 1,000 persistent rooms and a stream of oversized
+  // and hostile events from one client, while a legitimate pair keeps relaying offers.
+  async hostileFlood() {
+    const rounds = args.rounds ?? 10;
+    const roomsPerRound = args.roomsPerRound ?? 100;
+    const rss = () => vmRssKiB(args.pid);
+    const r = { rssBeforeKiB: rss(), offers: [], created: 0, refusedCreates: 0, rssMaxKiB: 0 };
+    const a = await connect();
+    const b = await connect({ transports: ["polling"] });
+    await ask(a, "join-room", { roomId: "legit" });
+    await ask(b, "join-room", { roomId: "legit" });
+    let x = await connect();
+    const big = "z".repeat(args.bigBytes ?? 100000);
+    for (let round = 0; round < rounds; round++) {
+      const made = await Promise.all(Array.from({ length: roomsPerRound }, () => http("POST", "/api/rooms", { name: "flood" })));
+      for (const m of made) {
+        if (m.status === 201) r.created++;
+        else if (m.status === 429) r.refusedCreates++;
+      }
+      for (let i = 0; i < 20; i++) {
+        x.emit("message", { roomId: "legit", data: big });
+        x.emit("hack-the-planet", { i });
+        x.emit("join-room", { roomId: "no spaces/allowed", metadata: big.slice(0, 50000) });
+        x.emit("offer", { targetId: a.peerId ?? "guess", offer: big.slice(0, 60000) });
+      }
+      // One message beyond the transport limit: that connection is closed; the attacker
+      // reconnects and goes on.
+      const closed = new Promise((res) => x.once("disconnect", () => res(true)));
+      x.emit("message", { roomId: "legit", data: "w".repeat(2_000_000) });
+      await closed;
+      x = await connect();
+      const offerAck = await ask(a, "offer", { targetId: b.peerId, offer: { type: "offer", sdp: `round-${round}` } });
+      const got = await waitFor(b, "offer", (p) => p.offer.sdp === `round-${round}`).then(() => true, () => false);
+      r.offers.push({ ok: offerAck.ok === true, delivered: got });
+      r.rssMaxKiB = Math.max(r.rssMaxKiB, rss());
+    }
+    r.extraCreate = await http("POST", "/api/rooms", {});
+    const list = await fetch(`${url}/api/rooms`);
+    r.listBytes = (await list.text()).length;
+    r.rssAfterKiB = rss();
+    r.bLate = await ask(b, "join-room", { roomId: "legit-2" });
+    return r;
+  },
+
   async flood() {
     const a = await connect();
     const b = await connect();

@@ -185,6 +185,7 @@ fn unfinished_huge_fragmented_websocket_messages_are_cut_off_and_rss_stays_bound
     }
     let before = r["rssBeforeKiB"].as_u64().expect("rss before");
     let during = r["rssDuringKiB"].as_u64().expect("rss during");
+    eprintln!("fragmented messages: RSS {before} KiB before, {during} KiB during");
     assert!(
         during < before + 64 * 1024,
         "RSS {before} KiB -> {during} KiB: {r}"
@@ -259,5 +260,63 @@ fn a_slow_reader_is_disconnected_at_its_outbound_byte_cap() {
         svc.logs().contains("Slow reader disconnected"),
         "{}",
         svc.logs()
+    );
+}
+
+/// The signaling part of issue 12's flood acceptance: 1,000 persistent rooms created over
+/// REST (the 1,001st refused), and from one client oversized events, unknown events, bad
+/// joins, oversized offers and messages beyond the transport limit (each closing its
+/// connection, the attacker reconnecting). Throughout, a legitimate pair relays an offer each
+/// round; RSS stays within 64 MiB of its start; nothing of it is logged per request at INFO.
+#[test]
+fn a_hostile_flood_leaves_rss_bounded_and_a_legitimate_pair_relaying() {
+    let ports = Ports::new();
+    let svc = common::start(&ports, "");
+    let r = common::drive(
+        &svc,
+        &ports,
+        "hostileFlood",
+        &json!({"rounds": 10, "roomsPerRound": 100, "pid": svc.pid()}),
+    );
+    let offers = r["offers"].as_array().expect("offers");
+    assert_eq!(offers.len(), 10, "{r}");
+    for o in offers {
+        assert_eq!(o, &json!({"ok": true, "delivered": true}), "{r}");
+    }
+    assert_eq!(r["created"], json!(1000), "{r}");
+    assert_eq!(r["extraCreate"]["status"], json!(429), "{r}");
+    assert_eq!(
+        r["extraCreate"]["body"]["error"]["code"], "rate-limited",
+        "{r}"
+    );
+    let before = r["rssBeforeKiB"].as_u64().expect("rss");
+    let max = r["rssMaxKiB"].as_u64().expect("rss");
+    let after = r["rssAfterKiB"].as_u64().expect("rss");
+    eprintln!("hostile flood: RSS {before} KiB before, {max} KiB max, {after} KiB after");
+    assert!(
+        max.max(after) < before + 64 * 1024,
+        "RSS {before} KiB, max {max} KiB, after {after} KiB: {r}"
+    );
+    assert_ok(&r["bLate"], "the legitimate client still joins");
+    let logs = svc.logs();
+    for line in ["Room created", "Connected", "Disconnected"] {
+        assert!(!logs.contains(line), "`{line}` logged at INFO:\n{logs}");
+    }
+    let metrics = common::http(
+        "GET",
+        &format!("{}/metrics", common::metrics_base(&ports)),
+        &[],
+        None,
+    );
+    let text = metrics.body.as_str().unwrap_or_default();
+    for want in [
+        "switchboard_signaling_rooms_created_total 1000",
+        "switchboard_signaling_rooms_refused_total 1",
+    ] {
+        assert!(text.contains(want), "missing {want}: {text}");
+    }
+    assert!(
+        !text.contains("switchboard_signaling_disconnections_total 0"),
+        "{text}"
     );
 }
