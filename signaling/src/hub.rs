@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
 
 use crate::auth::Authenticator;
+use crate::conn_limit::PerIpConnections;
 use crate::ice::{IceServersResponse, ice_servers};
 use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, Refusal};
@@ -47,7 +48,7 @@ pub struct Hub {
     /// peer id → that peer's outbound queue.
     peers: RwLock<HashMap<String, PeerQueue>>,
     /// Source IP → its open Socket.IO connections (`signaling.max_connections_per_ip`).
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    per_ip: Mutex<PerIpConnections>,
     ready: AtomicBool,
     started: Instant,
 }
@@ -76,6 +77,10 @@ impl Hub {
     pub fn with_store(cfg: Arc<Config>, store: Arc<dyn RoomStore>) -> Arc<Self> {
         let auth = Authenticator::new(&cfg.signaling.auth, cfg.signaling.admin_token.as_ref());
         let ice_uris = ice_uris(&cfg.turn, &cfg.relay);
+        let per_ip = PerIpConnections::new(
+            cfg.signaling.max_connections_per_ip,
+            crate::socket::CONNECT_TIMEOUT,
+        );
         Arc::new(Self {
             cfg,
             store,
@@ -83,7 +88,7 @@ impl Hub {
             auth,
             ice_uris,
             peers: RwLock::new(HashMap::new()),
-            per_ip: Mutex::new(HashMap::new()),
+            per_ip: Mutex::new(per_ip),
             ready: AtomicBool::new(true),
             started: Instant::now(),
         })
@@ -116,38 +121,24 @@ impl Hub {
         )
     }
 
-    /// Whether `ip` is at `signaling.max_connections_per_ip` (a new connection is refused).
+    /// A new Engine.IO session from `ip`: `false` at `signaling.max_connections_per_ip`.
     #[must_use]
-    pub fn ip_at_cap(&self, ip: IpAddr) -> bool {
-        self.per_ip_map().get(&ip).copied().unwrap_or(0)
-            >= self.cfg.signaling.max_connections_per_ip
+    pub fn open_session(&self, ip: IpAddr) -> bool {
+        self.per_ip_map().handle_new_session(ip, Instant::now())
     }
 
-    /// Counts one more connection from `ip`; `false` (nothing counted) at the cap.
+    /// A Socket.IO connection from `ip` is established: `false` (refuse it) at the cap.
     #[must_use]
     pub fn add_connection(&self, ip: IpAddr) -> bool {
-        let cap = self.cfg.signaling.max_connections_per_ip;
-        let mut map = self.per_ip_map();
-        let n = map.entry(ip).or_insert(0);
-        if *n >= cap {
-            return false;
-        }
-        *n += 1;
-        true
+        self.per_ip_map().handle_connected(ip, Instant::now())
     }
 
     /// Forgets one connection from `ip`.
     pub fn remove_connection(&self, ip: IpAddr) {
-        let mut map = self.per_ip_map();
-        if let Some(n) = map.get_mut(&ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&ip);
-            }
-        }
+        self.per_ip_map().handle_closed(ip, Instant::now());
     }
 
-    fn per_ip_map(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+    fn per_ip_map(&self) -> std::sync::MutexGuard<'_, PerIpConnections> {
         self.per_ip
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

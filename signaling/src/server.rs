@@ -83,8 +83,9 @@ pub fn app(hub: Arc<Hub>) -> (Router, SocketIo) {
 
 /// Refuses a new Engine.IO session (a Socket.IO request without `sid`: the polling handshake
 /// or a direct WebSocket upgrade) with 429 when its source IP already has
-/// `signaling.max_connections_per_ip` connections, before anything is allocated for it.
-/// The count itself is taken in the Socket.IO handshake (`socket::handshake`), atomically.
+/// `signaling.max_connections_per_ip` connections (live, or opened and not yet connected),
+/// before anything is allocated for it; otherwise counts it as pending until the Socket.IO
+/// handshake (`socket::handshake`) makes it live.
 async fn limit_connections_per_ip(
     State(hub): State<Arc<Hub>>,
     req: Request,
@@ -102,7 +103,7 @@ async fn limit_connections_per_ip(
         .map(|c| c.0.ip());
     if new_session
         && let Some(ip) = ip
-        && hub.ip_at_cap(ip)
+        && !hub.open_session(ip)
     {
         hub.metrics.connections_refused.inc();
         tracing::debug!(%ip, "Connection refused: too many from this address");

@@ -38,6 +38,9 @@ use session::PeerCtx;
 /// 2,000 events, so they exercise that path).
 pub const MAX_BUFFER_SIZE: usize = 512;
 
+/// How long an Engine.IO session may stay open without a Socket.IO CONNECT.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
+
 /// Connect extractor for the socket itself (socketioxide only hands out `SocketRef`, which
 /// we must not hold forever in the writer).
 struct SocketArc(Arc<Socket<LocalAdapter>>);
@@ -85,7 +88,7 @@ pub fn layer(hub: &Arc<Hub>) -> (SocketIoLayer, SocketIo) {
         .ws_max_frame_size(hard_limit)
         .ping_interval(Duration::from_secs(25))
         .ping_timeout(Duration::from_secs(20))
-        .connect_timeout(Duration::from_secs(45))
+        .connect_timeout(CONNECT_TIMEOUT)
         .transports([TransportType::Polling, TransportType::Websocket])
         .build_layer();
     let mw_hub = hub.clone();

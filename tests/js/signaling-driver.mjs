@@ -524,6 +524,25 @@ const scenarios = {
     return r;
   },
 
+  // Engine.IO sessions opened and never connected (no Socket.IO CONNECT) count against
+  // `max_connections_per_ip` too, until the connect timeout closes them.
+  async halfOpenCap() {
+    const n = args.n ?? 8;
+    const r = { statuses: [] };
+    for (let i = 0; i < n + 1; i++) {
+      const res = await fetch(`${url}/socket.io/?EIO=4&transport=polling`);
+      r.statuses.push(res.status);
+      await res.text();
+    }
+    try {
+      await connect();
+      r.client = "connected";
+    } catch (e) {
+      r.client = `refused: ${e.message}`;
+    }
+    return r;
+  },
+
   // A target that never reads while a sender streams large messages at it: the target is
   // disconnected once its outbound queue passes the byte cap; the sender is told `user-left`.
   async slowReader() {

@@ -320,3 +320,21 @@ fn a_hostile_flood_leaves_rss_bounded_and_a_legitimate_pair_relaying() {
         "{text}"
     );
 }
+
+/// Half-open Engine.IO sessions (handshake, never a Socket.IO CONNECT) count against
+/// `signaling.max_connections_per_ip` as well: with a cap of 8, the 9th handshake is 429.
+#[test]
+fn half_open_engine_sessions_count_against_the_per_ip_cap() {
+    let ports = Ports::new();
+    let svc = common::start(&ports, "max_connections_per_ip = 8");
+    let r = common::drive(&svc, &ports, "halfOpenCap", &json!({"n": 8}));
+    let mut want = vec![json!(200); 8];
+    want.push(json!(429));
+    assert_eq!(r["statuses"], json!(want), "{r}");
+    assert!(
+        r["client"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("refused")),
+        "{r}"
+    );
+}
