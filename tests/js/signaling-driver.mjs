@@ -512,7 +512,7 @@ const scenarios = {
     r.restStillWorks = (await http("GET", "/health")).status;
     open[0].disconnect();
     r.afterClose = "refused";
-    for (let i = 0; i < 50 && r.afterClose !== "connected"; i++) {
+    for (let i = 0; i < 200 && r.afterClose !== "connected"; i++) {
       try {
         await connect();
         r.afterClose = "connected";
