@@ -7,7 +7,7 @@
 import { createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { io } from "socket.io-client";
-// A dependency of socket.io-client (see package-lock.json): a raw WebSocket for the attacks.
+// A raw WebSocket for the attacks (the version socket.io-client itself uses).
 import WebSocket from "ws";
 
 const [, , scenario, url, argsJson] = process.argv;
