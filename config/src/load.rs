@@ -523,10 +523,10 @@ fn validate_signaling(raw: RawSignaling, ctx: &Ctx<'_>) -> Result<SignalingConfi
             "must be at most 1000000 (0 disables REST room creation)",
         ));
     }
-    if raw.persistent_room_idle.as_secs() < 60 {
+    if raw.persistent_room_idle.as_secs() < 1 {
         return Err(ConfigError::new(
             "signaling.persistent_room_idle",
-            "must be at least 1m",
+            "must be at least 1s",
         ));
     }
     for (key, v) in [

@@ -2,26 +2,41 @@
 //! outbound queue of every connected peer, metrics and the authenticator.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::socket::Socket;
 use switchboard_config::ice::{IceUris, ice_uris};
 use switchboard_config::{Config, unix_now};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
 
 use crate::auth::Authenticator;
+use crate::conn_limit::PerIpConnections;
 use crate::ice::{IceServersResponse, ice_servers};
 use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, Refusal};
-use crate::socket::outbound::Outbound;
+use crate::rooms::Rooms;
+use crate::socket::inbound::QueuedBytes;
+use crate::socket::outbound::{Outbound, Queued};
 use crate::store::{MemoryStore, RoomStore};
 
 /// How long a sender waits for room in a target's outbound queue (the target's connection
 /// is not draining) before the event is refused with `rate-limited`.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connected peer's outbound queue: its sender, the bytes it holds (capped), and the
+/// socket, to close when it stops reading.
+#[derive(Clone)]
+pub struct PeerQueue {
+    pub tx: mpsc::Sender<Queued>,
+    pub bytes: Arc<QueuedBytes>,
+    pub socket: Weak<Socket<LocalAdapter>>,
+}
 
 /// Shared service state.
 pub struct Hub {
@@ -30,8 +45,10 @@ pub struct Hub {
     pub metrics: Metrics,
     pub auth: Authenticator,
     ice_uris: IceUris,
-    /// peer id (socket id) → that peer's outbound queue.
-    peers: RwLock<HashMap<String, mpsc::Sender<Outbound>>>,
+    /// peer id → that peer's outbound queue.
+    peers: RwLock<HashMap<String, PeerQueue>>,
+    /// Source IP → its open Socket.IO connections (`signaling.max_connections_per_ip`).
+    per_ip: Mutex<PerIpConnections>,
     ready: AtomicBool,
     started: Instant,
 }
@@ -46,10 +63,12 @@ impl Hub {
     /// Builds the state with the in-memory store.
     #[must_use]
     pub fn new(cfg: Arc<Config>) -> Arc<Self> {
-        let store = Arc::new(MemoryStore::new(
+        let rooms = Rooms::new(
             cfg.signaling.max_peers_per_room,
             cfg.signaling.max_rooms_per_socket,
-        ));
+        )
+        .with_max_persistent(cfg.signaling.max_persistent_rooms);
+        let store = Arc::new(MemoryStore::from_rooms(rooms));
         Self::with_store(cfg, store)
     }
 
@@ -58,6 +77,10 @@ impl Hub {
     pub fn with_store(cfg: Arc<Config>, store: Arc<dyn RoomStore>) -> Arc<Self> {
         let auth = Authenticator::new(&cfg.signaling.auth, cfg.signaling.admin_token.as_ref());
         let ice_uris = ice_uris(&cfg.turn, &cfg.relay);
+        let per_ip = PerIpConnections::new(
+            cfg.signaling.max_connections_per_ip,
+            crate::socket::CONNECT_TIMEOUT,
+        );
         Arc::new(Self {
             cfg,
             store,
@@ -65,6 +88,7 @@ impl Hub {
             auth,
             ice_uris,
             peers: RwLock::new(HashMap::new()),
+            per_ip: Mutex::new(per_ip),
             ready: AtomicBool::new(true),
             started: Instant::now(),
         })
@@ -97,8 +121,31 @@ impl Hub {
         )
     }
 
-    pub fn register_peer(&self, peer_id: &str, tx: mpsc::Sender<Outbound>) {
-        self.peers_mut().insert(peer_id.to_string(), tx);
+    /// A new Engine.IO session from `ip`: `false` at `signaling.max_connections_per_ip`.
+    #[must_use]
+    pub fn open_session(&self, ip: IpAddr) -> bool {
+        self.per_ip_map().handle_new_session(ip, Instant::now())
+    }
+
+    /// A Socket.IO connection from `ip` is established: `false` (refuse it) at the cap.
+    #[must_use]
+    pub fn add_connection(&self, ip: IpAddr) -> bool {
+        self.per_ip_map().handle_connected(ip, Instant::now())
+    }
+
+    /// Forgets one connection from `ip`.
+    pub fn remove_connection(&self, ip: IpAddr) {
+        self.per_ip_map().handle_closed(ip, Instant::now());
+    }
+
+    fn per_ip_map(&self) -> std::sync::MutexGuard<'_, PerIpConnections> {
+        self.per_ip
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn register_peer(&self, peer_id: &str, queue: PeerQueue) {
+        self.peers_mut().insert(peer_id.to_string(), queue);
     }
 
     pub fn unregister_peer(&self, peer_id: &str) {
@@ -113,15 +160,13 @@ impl Hub {
             .len()
     }
 
-    fn peers_mut(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, mpsc::Sender<Outbound>>> {
+    fn peers_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, PeerQueue>> {
         self.peers
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn queue_of(&self, peer_id: &str) -> Option<mpsc::Sender<Outbound>> {
+    fn queue_of(&self, peer_id: &str) -> Option<PeerQueue> {
         self.peers
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -130,12 +175,28 @@ impl Hub {
     }
 
     /// Queues `item` for `peer_id`, waiting (bounded by [`DELIVERY_TIMEOUT`]) while its queue
-    /// is full: backpressure on the sender rather than loss.
+    /// is full: backpressure on the sender rather than loss. A peer whose queue would pass
+    /// its byte cap is not reading: it is disconnected (logged and counted), so a slow reader
+    /// cannot grow the server's memory.
     pub async fn send_to(&self, peer_id: &str, item: Outbound) -> Result<(), Refusal> {
-        let Some(tx) = self.queue_of(peer_id) else {
+        let Some(q) = self.queue_of(peer_id) else {
             return Err(Refusal::new(ErrorCode::UnknownPeer, "no such peer"));
         };
-        match tx.send_timeout(item, DELIVERY_TIMEOUT).await {
+        let size = item.encoded_size();
+        if !q.bytes.try_add(size) {
+            self.close_slow_reader(peer_id, &q);
+            return Err(Refusal::new(
+                ErrorCode::UnknownPeer,
+                "the target peer was not reading and was disconnected",
+            ));
+        }
+        let res =
+            q.tx.send_timeout(Queued { item, size }, DELIVERY_TIMEOUT)
+                .await;
+        if res.is_err() {
+            q.bytes.sub(size);
+        }
+        match res {
             Ok(()) => Ok(()),
             Err(SendTimeoutError::Closed(_)) => {
                 Err(Refusal::new(ErrorCode::UnknownPeer, "peer has left"))
@@ -144,6 +205,22 @@ impl Hub {
                 ErrorCode::RateLimited,
                 "the target peer is not reading; event not delivered",
             )),
+        }
+    }
+
+    fn close_slow_reader(&self, peer_id: &str, q: &PeerQueue) {
+        // Once per peer: later sends find it unregistered or its socket gone.
+        self.peers_mut().remove(peer_id);
+        self.metrics.slow_readers_closed.inc();
+        tracing::warn!(
+            peer = %peer_id,
+            cap_bytes = q.bytes.max(),
+            "Slow reader disconnected: its outbound queue passed its byte cap"
+        );
+        if let Some(s) = q.socket.upgrade()
+            && let Err(e) = s.disconnect()
+        {
+            tracing::debug!(peer = %peer_id, error = %e, "Slow reader already gone");
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod assets;
 pub mod auth;
+pub mod conn_limit;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hub;

@@ -23,6 +23,12 @@ pub struct Metrics {
     errors: Family<Labels, Counter>,
     pub rate_limited: Counter,
     pub auth_failures: Counter<u64, AtomicU64>,
+    pub disconnections: Counter,
+    pub rooms_created: Counter,
+    pub rooms_refused: Counter,
+    pub rooms_expired: Counter,
+    pub connections_refused: Counter,
+    pub slow_readers_closed: Counter,
 }
 
 impl Default for Metrics {
@@ -44,6 +50,12 @@ impl Metrics {
             errors: Family::default(),
             rate_limited: Counter::default(),
             auth_failures: Counter::default(),
+            disconnections: Counter::default(),
+            rooms_created: Counter::default(),
+            rooms_refused: Counter::default(),
+            rooms_expired: Counter::default(),
+            connections_refused: Counter::default(),
+            slow_readers_closed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -77,6 +89,36 @@ impl Metrics {
             "auth_failures",
             "Refused handshakes and REST requests",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            "disconnections",
+            "Socket.IO connections that ended",
+            m.disconnections.clone(),
+        );
+        registry.register(
+            "rooms_created",
+            "Persistent rooms created over REST",
+            m.rooms_created.clone(),
+        );
+        registry.register(
+            "rooms_refused",
+            "REST room creations refused by signaling.max_persistent_rooms",
+            m.rooms_refused.clone(),
+        );
+        registry.register(
+            "rooms_expired",
+            "Persistent rooms removed after signaling.persistent_room_idle without a member",
+            m.rooms_expired.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused by signaling.max_connections_per_ip",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "slow_readers_closed",
+            "Sockets closed because their outbound queue passed its byte cap",
+            m.slow_readers_closed.clone(),
         );
         Self { registry, ..m }
     }

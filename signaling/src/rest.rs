@@ -18,7 +18,7 @@ pub use error::AppError;
 
 use crate::auth::bearer;
 use crate::hub::Hub;
-use crate::rooms::{MAX_DISPLAY_NAME_LEN, PasswordHash};
+use crate::rooms::{MAX_DISPLAY_NAME_LEN, PasswordHash, RoomInfo};
 
 fn token(headers: &HeaderMap) -> Option<&str> {
     bearer(
@@ -112,13 +112,42 @@ pub async fn ice_servers(
     Ok(res)
 }
 
+/// What REST shows of a room: members' peer ids, user ids and metadata only to the admin
+/// token (SPEC section 4, REST privacy); everyone else sees `peerCount`.
+fn room_view(info: RoomInfo, admin: bool) -> Value {
+    let count = info.peers.len();
+    let mut v = serde_json::to_value(info).unwrap_or(Value::Null);
+    if let Some(map) = v.as_object_mut() {
+        if !admin {
+            map.remove("peers");
+        }
+        map.insert("peerCount".into(), json!(count));
+    }
+    v
+}
+
+/// Whether the request carries the admin token.
+fn is_admin(hub: &Hub, headers: &HeaderMap) -> bool {
+    hub.auth.check_admin(token(headers)) == Some(true)
+}
+
 /// `GET /api/rooms`.
 pub async fn list_rooms(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
-    authenticate(&hub, &headers)?;
-    Ok(Json(json!({"rooms": hub.store.list_rooms().await})))
+    let admin = is_admin(&hub, &headers);
+    if !admin {
+        authenticate(&hub, &headers)?;
+    }
+    let rooms: Vec<Value> = hub
+        .store
+        .list_rooms()
+        .await
+        .into_iter()
+        .map(|r| room_view(r, admin))
+        .collect();
+    Ok(Json(json!({"rooms": rooms})))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,9 +209,15 @@ pub async fn create_room(
     let info = hub
         .store
         .create_room(id, body.name, body.max_peers, password, now_ms)
-        .await;
-    tracing::info!(room = %info.id, max_peers = info.max_peers, "Room created");
-    Ok((StatusCode::CREATED, Json(info)).into_response())
+        .await
+        .map_err(|e| {
+            hub.metrics.error("rate-limited");
+            hub.metrics.rooms_refused.inc();
+            AppError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", e.to_string())
+        })?;
+    hub.metrics.rooms_created.inc();
+    tracing::debug!(room = %info.id, max_peers = info.max_peers, "Room created");
+    Ok((StatusCode::CREATED, Json(room_view(info, false))).into_response())
 }
 
 /// `GET /api/rooms/{id}`.
@@ -191,13 +226,16 @@ pub async fn get_room(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    authenticate(&hub, &headers)?;
+    let admin = is_admin(&hub, &headers);
+    if !admin {
+        authenticate(&hub, &headers)?;
+    }
     let info = hub
         .store
         .get_room(&id)
         .await
         .ok_or_else(|| AppError::not_found("no such room"))?;
-    Ok(Json(serde_json::to_value(info).unwrap_or(Value::Null)))
+    Ok(Json(room_view(info, admin)))
 }
 
 /// `DELETE /api/rooms/{id}` (admin token): members get `user-left` and are removed.

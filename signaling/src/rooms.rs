@@ -64,6 +64,8 @@ struct Room {
     created_at: u64,
     /// In join order.
     members: Vec<Peer>,
+    /// Persistent rooms: since when (Unix ms) the room has been seen empty, for idle expiry.
+    empty_since: Option<u64>,
 }
 
 impl Room {
@@ -126,6 +128,11 @@ pub struct Joined {
 #[error("not in room")]
 pub struct NotInRoom;
 
+/// `POST /api/rooms` beyond `signaling.max_persistent_rooms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many persistent rooms (limit {0})")]
+pub struct TooManyRooms(pub usize);
+
 /// After a peer left a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Left {
@@ -144,6 +151,9 @@ pub struct Rooms {
     by_peer: HashMap<String, BTreeSet<String>>,
     default_max_peers: usize,
     max_rooms_per_peer: usize,
+    /// Persistent (REST-created) rooms that exist, and their cap.
+    persistent: usize,
+    max_persistent: usize,
 }
 
 impl Rooms {
@@ -154,10 +164,20 @@ impl Rooms {
             by_peer: HashMap::new(),
             default_max_peers,
             max_rooms_per_peer,
+            persistent: 0,
+            max_persistent: usize::MAX,
         }
     }
 
-    /// Creates a persistent room (REST). `max_peers` is capped by the configured maximum.
+    /// Caps the persistent (REST-created) rooms (`signaling.max_persistent_rooms`).
+    #[must_use]
+    pub fn with_max_persistent(mut self, max: usize) -> Self {
+        self.max_persistent = max;
+        self
+    }
+
+    /// Creates a persistent room (REST). `max_peers` is capped by the configured maximum;
+    /// refused beyond `max_persistent` persistent rooms.
     pub fn create(
         &mut self,
         id: String,
@@ -165,7 +185,10 @@ impl Rooms {
         max_peers: Option<usize>,
         password: Option<PasswordHash>,
         now_ms: u64,
-    ) -> RoomInfo {
+    ) -> Result<RoomInfo, TooManyRooms> {
+        if self.persistent >= self.max_persistent {
+            return Err(TooManyRooms(self.max_persistent));
+        }
         let max_peers = max_peers
             .unwrap_or(self.default_max_peers)
             .clamp(1, self.default_max_peers);
@@ -176,10 +199,40 @@ impl Rooms {
             persistent: true,
             created_at: now_ms,
             members: Vec::new(),
+            empty_since: Some(now_ms),
         };
         let info = room.info(&id);
-        self.rooms.insert(id, room);
-        info
+        if let Some(old) = self.rooms.insert(id, room)
+            && old.persistent
+        {
+            self.persistent -= 1;
+        }
+        self.persistent += 1;
+        Ok(info)
+    }
+
+    /// Removes the persistent rooms that have had no member for `idle_ms`, and returns their
+    /// ids. A room's empty period starts when it is created or when a sweep first finds it
+    /// empty, so a room goes between `idle_ms` and `idle_ms` + one sweep interval after its
+    /// last member left.
+    pub fn expire_idle(&mut self, now_ms: u64, idle_ms: u64) -> Vec<String> {
+        let mut gone = Vec::new();
+        for (id, room) in &mut self.rooms {
+            if !room.persistent || !room.members.is_empty() {
+                room.empty_since = None;
+                continue;
+            }
+            match room.empty_since {
+                None => room.empty_since = Some(now_ms),
+                Some(t) if now_ms.saturating_sub(t) >= idle_ms => gone.push(id.clone()),
+                Some(_) => {}
+            }
+        }
+        for id in &gone {
+            self.rooms.remove(id);
+            self.persistent -= 1;
+        }
+        gone
     }
 
     /// Joins a room, creating it (not persistent) on first join. Capacity, password and the
@@ -227,7 +280,9 @@ impl Rooms {
                 persistent: false,
                 created_at: req.peer.joined_at,
                 members: Vec::new(),
+                empty_since: None,
             });
+        room.empty_since = None;
         let others = room.members.clone();
         room.members.push(req.peer.clone());
         self.by_peer.entry(peer_id).or_default().insert(req.room_id);
@@ -341,6 +396,9 @@ impl Rooms {
     /// Deletes a room; returns the ids of the peers that were in it.
     pub fn delete(&mut self, room_id: &str) -> Option<Vec<String>> {
         let room = self.rooms.remove(room_id)?;
+        if room.persistent {
+            self.persistent -= 1;
+        }
         let ids: Vec<String> = room.members.into_iter().map(|p| p.peer_id).collect();
         for id in &ids {
             if let Some(set) = self.by_peer.get_mut(id) {

@@ -3,13 +3,16 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use socketioxide::SocketIo;
 use switchboard_config::{Config, CorsOrigins};
@@ -49,8 +52,6 @@ pub fn app(hub: Arc<Hub>) -> (Router, SocketIo) {
     let mut router = Router::new()
         .route("/health", get(rest::health))
         .route("/ready", get(rest::ready))
-        .route("/metrics", get(rest::metrics))
-        .route("/stats", get(rest::stats))
         .route("/api/ice-servers", get(rest::ice_servers))
         .route("/api/rooms", get(rest::list_rooms).post(rest::create_room))
         .route(
@@ -72,8 +73,78 @@ pub fn app(hub: Arc<Hub>) -> (Router, SocketIo) {
         ))
         // Outside the REST limits: Socket.IO long-polling outlives the request timeout.
         .layer(sio_layer)
+        .layer(axum::middleware::from_fn_with_state(
+            hub.clone(),
+            limit_connections_per_ip,
+        ))
         .layer(cors(&sig.cors_origins));
     (router, io)
+}
+
+/// Refuses a new Engine.IO session (a Socket.IO request without `sid`: the polling handshake
+/// or a direct WebSocket upgrade) with 429 when its source IP already has
+/// `signaling.max_connections_per_ip` connections (live, or opened and not yet connected),
+/// before anything is allocated for it; otherwise counts it as pending until the Socket.IO
+/// handshake (`socket::handshake`) makes it live.
+async fn limit_connections_per_ip(
+    State(hub): State<Arc<Hub>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = &hub.cfg.signaling.socketio_path;
+    let new_session = req.uri().path().starts_with(path.as_str())
+        && req
+            .uri()
+            .query()
+            .is_none_or(|q| !q.split('&').any(|kv| kv.starts_with("sid=")));
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if new_session
+        && let Some(ip) = ip
+        && !hub.open_session(ip)
+    {
+        hub.metrics.connections_refused.inc();
+        tracing::debug!(%ip, "Connection refused: too many from this address");
+        return AppError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            format!(
+                "too many connections from this address (limit {})",
+                hub.cfg.signaling.max_connections_per_ip
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// The operators' surface, served on `signaling.metrics_listen` only (not on the public
+/// listener): `/metrics`, `/stats` and `/health`.
+pub fn metrics_app(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/health", get(rest::health))
+        .route("/metrics", get(rest::metrics))
+        .route("/stats", get(rest::stats))
+        .fallback(async || AppError::not_found("no such route"))
+        .with_state(hub)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+}
+
+/// Serves [`metrics_app`] on `listener` until `shutdown` completes.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, metrics_app(hub))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("metrics server failed")
 }
 
 /// Serves `hub` on `listener` until `shutdown` completes, then stops accepting, closes every
@@ -84,20 +155,54 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (router, io) = app(hub.clone());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            hub.set_not_ready();
-            tracing::info!("Shutting down: closing Socket.IO sessions");
-            // Tell every client the server is going away (DISCONNECT packet: clients see
-            // "io server disconnect" rather than a dropped transport), then close.
-            if let Err(e) = io.disconnect().await {
-                tracing::warn!(error = %e, "Could not notify every socket of the shutdown");
-            }
-            io.close().await;
-        })
-        .await
-        .context("HTTP server failed")
+    tokio::spawn(sweep_idle_rooms(
+        Arc::downgrade(&hub),
+        hub.cfg.signaling.persistent_room_idle,
+    ));
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        hub.set_not_ready();
+        tracing::info!("Shutting down: closing Socket.IO sessions");
+        // Tell every client the server is going away (DISCONNECT packet: clients see
+        // "io server disconnect" rather than a dropped transport), then close.
+        if let Err(e) = io.disconnect().await {
+            tracing::warn!(error = %e, "Could not notify every socket of the shutdown");
+        }
+        io.close().await;
+    })
+    .await
+    .context("HTTP server failed")
+}
+
+/// Removes the persistent rooms that have had no member for `idle`
+/// (`signaling.persistent_room_idle`), sweeping every `idle / 2` (0.5-60 s), until the hub
+/// is gone.
+async fn sweep_idle_rooms(hub: Weak<Hub>, idle: Duration) {
+    let every = (idle / 2).clamp(Duration::from_millis(500), Duration::from_secs(60));
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(hub) = hub.upgrade() else { break };
+        let now_ms = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis()),
+        )
+        .unwrap_or(u64::MAX);
+        let gone = hub.store.expire_idle(now_ms, idle_ms).await;
+        if !gone.is_empty() {
+            hub.metrics
+                .rooms_expired
+                .inc_by(u64::try_from(gone.len()).unwrap_or(u64::MAX));
+            tracing::debug!(rooms = gone.len(), "Idle persistent rooms removed");
+        }
+    }
 }
 
 /// Runs the service on an already-bound listener with in-memory state.
@@ -167,10 +272,14 @@ pub fn main_with(cfg: Config) -> anyhow::Result<()> {
     check_supported(&cfg)?;
     let cfg = Arc::new(cfg);
     let addr: SocketAddr = cfg.signaling.listen;
+    let metrics_addr: SocketAddr = cfg.signaling.metrics_listen;
     let result = rt.block_on(async move {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("could not listen on {addr} (signaling.listen)"))?;
+        let metrics_listener = TcpListener::bind(metrics_addr).await.with_context(|| {
+            format!("could not listen on {metrics_addr} (signaling.metrics_listen)")
+        })?;
         let mut signals = Signals::new()?;
         tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "Listening");
         notify(sd_notify::NotifyState::Ready);
@@ -179,7 +288,18 @@ pub fn main_with(cfg: Config) -> anyhow::Result<()> {
             let mut rx = rx;
             let _ = rx.wait_for(|v| *v).await;
         };
-        let mut server = tokio::spawn(serve(listener, Hub::new(cfg), stop));
+        let hub = Hub::new(cfg);
+        tracing::info!(
+            addr = %metrics_listener.local_addr().unwrap_or(metrics_addr),
+            "Metrics listening"
+        );
+        // Ends with the runtime; the public listener's shutdown is what clients see.
+        tokio::spawn(serve_metrics(
+            metrics_listener,
+            hub.clone(),
+            std::future::pending(),
+        ));
+        let mut server = tokio::spawn(serve(listener, hub, stop));
         let sig = tokio::select! {
             res = &mut server => {
                 // The server ended without a signal: that is a failure.

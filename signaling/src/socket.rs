@@ -27,7 +27,7 @@ use socketioxide::{SocketIo, TransportType};
 use tokio::sync::mpsc;
 
 use crate::auth::origin_allowed;
-use crate::hub::Hub;
+use crate::hub::{Hub, PeerQueue};
 use crate::ratelimit::EventLimiter;
 use inbound::{Inbound, InboundItem, Inbox, QueuedBytes};
 use session::PeerCtx;
@@ -37,6 +37,9 @@ use session::PeerCtx;
 /// normal bursts, and beyond it the writer waits instead of dropping (the ordering tests send
 /// 2,000 events, so they exercise that path).
 pub const MAX_BUFFER_SIZE: usize = 512;
+
+/// How long an Engine.IO session may stay open without a Socket.IO CONNECT.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// Connect extractor for the socket itself (socketioxide only hands out `SocketRef`, which
 /// we must not hold forever in the writer).
@@ -62,23 +65,30 @@ impl std::fmt::Display for Refused {
     }
 }
 
+/// What one polling request body, one WebSocket message and one WebSocket frame may carry
+/// before the server stops reading it (and closes that connection): twice
+/// `max_payload_bytes` plus 4 KiB. It is above the per-event limit, so that a too-large event
+/// still reaches us and gets a `payload-too-large` answer with the connection kept; it is far
+/// below tungstenite's 64 MiB, so an unfinished fragmented message cannot grow the server by
+/// more than this per connection (SPEC section 4, limits).
+#[must_use]
+pub fn transport_limit(max_payload_bytes: usize) -> usize {
+    max_payload_bytes.saturating_mul(2).saturating_add(4096)
+}
+
 /// Builds the Socket.IO layer and its handle.
 pub fn layer(hub: &Arc<Hub>) -> (SocketIoLayer, SocketIo) {
     let sig = &hub.cfg.signaling;
-    // engine.io `max_payload` caps what a polling request may carry. It is set above the
-    // per-event limit so that a too-large event still reaches us and gets a
-    // `payload-too-large` answer; beyond it, that one HTTP request fails. WebSocket frames
-    // are bounded by tungstenite's defaults (engineioxide 0.17 does not expose them).
-    let hard_limit = (sig.max_payload_bytes as u64)
-        .saturating_mul(4)
-        .max(1 << 20);
+    let hard_limit = transport_limit(sig.max_payload_bytes);
     let (layer, io) = SocketIo::builder()
         .req_path(sig.socketio_path.clone())
         .max_buffer_size(MAX_BUFFER_SIZE)
-        .max_payload(hard_limit)
+        .max_payload(hard_limit as u64)
+        .ws_max_message_size(hard_limit)
+        .ws_max_frame_size(hard_limit)
         .ping_interval(Duration::from_secs(25))
         .ping_timeout(Duration::from_secs(20))
-        .connect_timeout(Duration::from_secs(45))
+        .connect_timeout(CONNECT_TIMEOUT)
         .transports([TransportType::Polling, TransportType::Websocket])
         .build_layer();
     let mw_hub = hub.clone();
@@ -104,7 +114,7 @@ fn handshake(
         .and_then(|v| v.to_str().ok());
     if !origin_allowed(&hub.cfg.signaling.cors_origins, origin) {
         hub.metrics.auth_failures.inc();
-        tracing::info!(sid = %s.id, origin = ?origin, "Handshake refused: origin not allowed");
+        tracing::debug!(sid = %s.id, origin = ?origin, "Handshake refused: origin not allowed");
         return Err(Refused("origin not allowed"));
     }
     let token = auth
@@ -115,12 +125,26 @@ fn handshake(
         Ok(sub) => sub.user_id,
         Err(e) => {
             hub.metrics.auth_failures.inc();
-            tracing::info!(sid = %s.id, reason = %e, "Handshake refused");
+            tracing::debug!(sid = %s.id, reason = %e, "Handshake refused");
             return Err(Refused("unauthorized"));
         }
     };
+    let ip = s
+        .req_parts()
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(ip) = ip
+        && !hub.add_connection(ip)
+    {
+        hub.metrics.connections_refused.inc();
+        tracing::debug!(sid = %s.id, %ip, "Handshake refused: too many connections from this address");
+        return Err(Refused("too many connections from this address"));
+    }
     let sig = &hub.cfg.signaling;
-    let id = s.id.to_string();
+    // Never the Engine.IO sid (which is also socketioxide's socket id): every room-mate
+    // learns a peer id, and the sid is the only credential of a session's transport.
+    let id = new_peer_id();
     let (in_tx, in_rx) = mpsc::channel::<InboundItem>(inbound::QUEUE);
     let (out_tx, out_rx) = mpsc::channel(outbound::QUEUE);
     let queued = Arc::new(QueuedBytes::new(sig.max_payload_bytes));
@@ -141,16 +165,38 @@ fn handshake(
             let _ = tx.send(InboundItem::Disconnect).await;
         }
     });
-    hub.register_peer(&id, out_tx);
+    let out_bytes = Arc::new(QueuedBytes::new(sig.max_payload_bytes));
+    hub.register_peer(
+        &id,
+        PeerQueue {
+            tx: out_tx,
+            bytes: out_bytes.clone(),
+            socket: Arc::downgrade(s),
+        },
+    );
     hub.metrics.connections.inc();
     hub.metrics.connections_total.inc();
     let me = PeerCtx {
         id: id.clone(),
         subject,
         fallback_user: format!("anon-{}", uuid::Uuid::new_v4().simple()),
+        ip,
     };
-    tokio::spawn(outbound::writer(Arc::downgrade(s), out_rx, hub.clone()));
+    tokio::spawn(outbound::writer(
+        Arc::downgrade(s),
+        out_rx,
+        out_bytes,
+        hub.clone(),
+    ));
     tokio::spawn(session::run(hub.clone(), me, in_rx, queued));
-    tracing::info!(sid = %id, "Connected");
+    tracing::debug!(sid = %s.id, peer = %id, "Connected");
     Ok(())
+}
+
+/// A fresh peer id: 128 random bits, base64url (22 characters). Unguessable, and unrelated
+/// to the Engine.IO session id, so knowing it gives no handle on the peer's transport.
+#[must_use]
+pub fn new_peer_id() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
 }

@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::rooms::PasswordHash;
-use crate::rooms::{JoinError, JoinRequest, Joined, Left, NotInRoom, Peer, RoomInfo, Rooms};
+use crate::rooms::{
+    JoinError, JoinRequest, Joined, Left, NotInRoom, Peer, RoomInfo, Rooms, TooManyRooms,
+};
 
 /// Room state, shared by every connection of the service.
 #[async_trait]
@@ -35,7 +37,9 @@ pub trait RoomStore: Send + Sync + 'static {
         max_peers: Option<usize>,
         password: Option<PasswordHash>,
         now_ms: u64,
-    ) -> RoomInfo;
+    ) -> Result<RoomInfo, TooManyRooms>;
+    /// Removes persistent rooms empty for `idle_ms` (see [`Rooms::expire_idle`]).
+    async fn expire_idle(&self, now_ms: u64, idle_ms: u64) -> Vec<String>;
     async fn get_room(&self, room_id: &str) -> Option<RoomInfo>;
     async fn list_rooms(&self) -> Vec<RoomInfo>;
     /// Removes a room; the ids of its former members.
@@ -51,10 +55,12 @@ pub struct MemoryStore(Mutex<Rooms>);
 impl MemoryStore {
     #[must_use]
     pub fn new(default_max_peers: usize, max_rooms_per_peer: usize) -> Self {
-        Self(Mutex::new(Rooms::new(
-            default_max_peers,
-            max_rooms_per_peer,
-        )))
+        Self::from_rooms(Rooms::new(default_max_peers, max_rooms_per_peer))
+    }
+
+    #[must_use]
+    pub fn from_rooms(rooms: Rooms) -> Self {
+        Self(Mutex::new(rooms))
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Rooms) -> R) -> R {
@@ -102,8 +108,11 @@ impl RoomStore for MemoryStore {
         max_peers: Option<usize>,
         password: Option<PasswordHash>,
         now_ms: u64,
-    ) -> RoomInfo {
+    ) -> Result<RoomInfo, TooManyRooms> {
         self.with(|r| r.create(id, name, max_peers, password, now_ms))
+    }
+    async fn expire_idle(&self, now_ms: u64, idle_ms: u64) -> Vec<String> {
+        self.with(|r| r.expire_idle(now_ms, idle_ms))
     }
     async fn get_room(&self, room_id: &str) -> Option<RoomInfo> {
         self.with(|r| r.get(room_id))

@@ -5,7 +5,10 @@
 // Every wait is bounded: a watchdog ends the process with {"error": "..."} after 90 s.
 
 import { createHmac } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { io } from "socket.io-client";
+// A raw WebSocket for the attacks (the version socket.io-client itself uses).
+import WebSocket from "ws";
 
 const [, , scenario, url, argsJson] = process.argv;
 const args = argsJson ? JSON.parse(argsJson) : {};
@@ -41,9 +44,12 @@ function connect(opts = {}) {
   });
 }
 
-/** Emits with an ack and resolves with the ack body. */
-function ask(s, event, data) {
-  return s.timeout(WAIT_MS).emitWithAck(event, data);
+/** Emits with an ack and resolves with the ack body. A `join-room` ack tells the socket its
+ * peer id (`self.peerId`), which is random and is not `socket.id` (the Engine.IO sid). */
+async function ask(s, event, data) {
+  const ack = await s.timeout(WAIT_MS).emitWithAck(event, data);
+  if (event === "join-room" && ack && ack.ok && ack.self) s.peerId = ack.self.peerId;
+  return ack;
 }
 
 /** Resolves with the first `event` payload (already received or future) matching `pred`. */
@@ -92,6 +98,18 @@ async function http(method, path, body, headers = {}) {
   return { status: res.status, body: json };
 }
 
+/** VmRSS of process `pid` in KiB (Linux /proc). */
+function vmRssKiB(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const line = status.split("\n").find((l) => l.startsWith("VmRSS:"));
+  return line ? Number(line.split(/\s+/)[1]) : null;
+}
+
+/** The admin token's header when the test gave one (`args.admin`): REST shows members only to it. */
+function adminHeaders() {
+  return args.admin ? { authorization: `Bearer ${args.admin}` } : {};
+}
+
 function jwt(secret, claims) {
   const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
   const head = b64({ alg: "HS256", typ: "JWT" });
@@ -112,26 +130,26 @@ const scenarios = {
     r.roomUsersB = await waitFor(b, "room-users");
     r.userJoinedAtA = await waitFor(a, "user-joined");
     // A client-sent `from` is overwritten: peers cannot impersonate each other.
-    r.offerAck = await ask(a, "offer", { targetId: b.id, offer: { type: "offer", sdp: "v=0" }, roomId: "events", from: "forged" });
+    r.offerAck = await ask(a, "offer", { targetId: b.peerId, offer: { type: "offer", sdp: "v=0" }, roomId: "events", from: "forged" });
     r.offerAtB = await waitFor(b, "offer");
-    r.answerAck = await ask(b, "answer", { targetId: a.id, answer: { type: "answer", sdp: "v=0" } });
+    r.answerAck = await ask(b, "answer", { targetId: a.peerId, answer: { type: "answer", sdp: "v=0" } });
     r.answerAtA = await waitFor(a, "answer");
-    r.candidateAck = await ask(a, "ice-candidate", { targetId: b.id, candidate: { candidate: "candidate:1", sdpMid: "0" } });
+    r.candidateAck = await ask(a, "ice-candidate", { targetId: b.peerId, candidate: { candidate: "candidate:1", sdpMid: "0" } });
     r.candidateAtB = await waitFor(b, "ice-candidate");
-    r.signalAck = await ask(b, "signal", { to: a.id, data: { kind: "renegotiate" } });
+    r.signalAck = await ask(b, "signal", { to: a.peerId, data: { kind: "renegotiate" } });
     r.signalAtA = await waitFor(a, "signal");
     r.messageAck = await ask(a, "message", { roomId: "events", data: { text: "hi" } });
     r.messageAtB = await waitFor(b, "message");
     r.updateAck = await ask(b, "update-state", { roomId: "events", state: { muted: true } });
     r.peerUpdatedAtA = await waitFor(a, "peer-updated");
-    r.roomAfterUpdate = (await http("GET", "/api/rooms/events")).body;
+    r.roomAfterUpdate = (await http("GET", "/api/rooms/events", undefined, adminHeaders())).body;
     // Without an ack, a failure comes back as an `error` event.
     b.emit("offer", { targetId: "no-such-peer", offer: {} });
     r.errorEventAtB = await waitFor(b, "error");
     r.leaveAck = await ask(b, "leave-room", { roomId: "events" });
     r.userLeftAtA = await waitFor(a, "user-left");
     r.leaveAgainAck = await ask(b, "leave-room", { roomId: "events" });
-    r.ids = { a: a.id, b: b.id };
+    r.ids = { a: a.peerId, b: b.peerId };
     r.messagesAtA = seen(a, "message").length;
     return r;
   },
@@ -149,9 +167,9 @@ const scenarios = {
     // Per (sender, target) order holds across event types, so the end marker comes last.
     const done = waitFor(b, "signal", (p) => p.data === "end");
     for (let i = 0; i < n; i++) {
-      a.emit("ice-candidate", { targetId: b.id, candidate: { seq: i, candidate: "candidate:x", pad } });
+      a.emit("ice-candidate", { targetId: b.peerId, candidate: { seq: i, candidate: "candidate:x", pad } });
     }
-    a.emit("signal", { to: b.id, data: "end" });
+    a.emit("signal", { to: b.peerId, data: "end" });
     const failed = new Promise((resolve) => a.on("error", resolve));
     await Promise.race([done, failed]);
     let outOfOrder = 0;
@@ -173,7 +191,7 @@ const scenarios = {
       const racers = await Promise.all(Array.from({ length: contenders }, () => connect()));
       const acks = await Promise.all(racers.map((s) => ask(s, "join-room", { roomId: id })));
       const info = await http("GET", `/api/rooms/${id}`);
-      results.push({ oks: acks.filter((a) => a.ok).length, codes: acks.filter((a) => !a.ok).map((a) => a.error.code), members: info.body.peers.length });
+      results.push({ oks: acks.filter((a) => a.ok).length, codes: acks.filter((a) => !a.ok).map((a) => a.error.code), members: info.body.peerCount });
       for (const s of [first, ...racers]) s.disconnect();
     }
     return { results };
@@ -188,16 +206,16 @@ const scenarios = {
     await ask(b, "join-room", { roomId: "iso-1" });
     await ask(c, "join-room", { roomId: "iso-2" });
     const r = {};
-    r.offerToOtherRoom = await ask(a, "offer", { targetId: c.id, offer: { type: "offer", sdp: "x" } });
-    r.candidateToOtherRoom = await ask(a, "ice-candidate", { targetId: c.id, candidate: {} });
-    r.signalToOtherRoom = await ask(a, "signal", { to: c.id, data: 1 });
-    r.offerNamingOtherRoom = await ask(a, "offer", { targetId: c.id, offer: {}, roomId: "iso-2" });
+    r.offerToOtherRoom = await ask(a, "offer", { targetId: c.peerId, offer: { type: "offer", sdp: "x" } });
+    r.candidateToOtherRoom = await ask(a, "ice-candidate", { targetId: c.peerId, candidate: {} });
+    r.signalToOtherRoom = await ask(a, "signal", { to: c.peerId, data: 1 });
+    r.offerNamingOtherRoom = await ask(a, "offer", { targetId: c.peerId, offer: {}, roomId: "iso-2" });
     r.messageToOtherRoom = await ask(a, "message", { roomId: "iso-2", data: "psst" });
     r.stateInOtherRoom = await ask(a, "update-state", { roomId: "iso-2", state: {} });
-    r.offerToSelf = await ask(a, "offer", { targetId: a.id, offer: {} });
+    r.offerToSelf = await ask(a, "offer", { targetId: a.peerId, offer: {} });
     await barrier(c);
     r.deliveredToC = c.log.filter(([e]) => ["offer", "ice-candidate", "signal", "message", "peer-updated"].includes(e)).length;
-    r.offerInRoomStillWorks = await ask(a, "offer", { targetId: b.id, offer: {} });
+    r.offerInRoomStillWorks = await ask(a, "offer", { targetId: b.peerId, offer: {} });
     await waitFor(b, "offer");
     return r;
   },
@@ -225,7 +243,7 @@ const scenarios = {
     const b = await connect();
     await ask(a, "join-room", { roomId: "cleanup" });
     await ask(b, "join-room", { roomId: "cleanup" });
-    const bId = b.id;
+    const bId = b.peerId;
     b.disconnect();
     const r = {};
     r.userLeft = await waitFor(a, "user-left");
@@ -252,7 +270,7 @@ const scenarios = {
     r.badRoomId = await ask(a, "join-room", { roomId: "no spaces/allowed" });
     r.notObject = await ask(a, "offer", "just a string");
     r.missingTarget = await ask(a, "offer", { offer: {} });
-    r.missingOffer = await ask(a, "offer", { targetId: b.id });
+    r.missingOffer = await ask(a, "offer", { targetId: b.peerId });
     r.stateNotObject = await ask(a, "update-state", { roomId: "bad", state: 3 });
     r.unknownEvent = await ask(a, "hack-the-planet", { x: 1 });
     a.emit("hack-the-planet", { x: 1 });
@@ -265,7 +283,7 @@ const scenarios = {
     r.stillConnected = a.connected;
     r.afterAll = await ask(a, "message", { roomId: "bad", data: "still here" });
     r.bGotIt = await waitFor(b, "message", (p) => p.data === "still here");
-    r.bStillWorks = await ask(b, "signal", { to: a.id, data: "ok" });
+    r.bStillWorks = await ask(b, "signal", { to: a.peerId, data: "ok" });
     r.messagesAtB = seen(b, "message").length;
     // `max_rooms_per_socket` (4 in the tests): a is in "bad" and gets three more, not four.
     r.extraRooms = [];
@@ -297,15 +315,20 @@ const scenarios = {
     const eioSid = JSON.parse(open.slice(1)).sid;
     const at = `${base}&sid=${eioSid}`;
     await fetch(at, { method: "POST", body: "40" });
+    // The peer id comes in the join ack (`self.peerId`); it is not the Engine.IO sid.
     let peerId;
-    for (let i = 0; i < 5 && !peerId; i++) {
+    let joined = false;
+    for (let i = 0; i < 8 && !peerId; i++) {
       const packets = (await (await fetch(at)).text()).split("\x1e");
       // Answer the first heartbeat, so the connection lives until the next one (25 s).
       if (packets.includes("2")) await fetch(at, { method: "POST", body: "3" });
-      const connect = packets.find((p) => p.startsWith("40"));
-      if (connect) peerId = JSON.parse(connect.slice(2)).sid;
+      if (!joined && packets.some((p) => p.startsWith("40"))) {
+        joined = true;
+        await fetch(at, { method: "POST", body: '420["join-room",{"roomId":"stall"}]' });
+      }
+      const ack = packets.find((p) => p.startsWith("430"));
+      if (ack) peerId = JSON.parse(ack.slice(3))[0].self.peerId;
     }
-    await fetch(at, { method: "POST", body: '420["join-room",{"roomId":"stall"}]' });
     // From here on the raw client never polls: the server's buffer for it fills up.
     const a = await connect();
     await ask(a, "join-room", { roomId: "stall" });
@@ -314,6 +337,290 @@ const scenarios = {
     const n = args.n ?? 3000;
     for (let i = 0; i < n; i++) a.emit("ice-candidate", { targetId: peerId, candidate: { seq: i } });
     return { peerId, firstError: await firstError };
+  },
+
+  // Issue 12: an attacker who learned a long-polling victim's peer id (every room-mate
+  // does) tries to use it as the Engine.IO sid: send on the session, read from it, upgrade it.
+  async hijack() {
+    const bystander = await connect();
+    const victim = await connect({ transports: ["polling"] });
+    await ask(bystander, "join-room", { roomId: "hijack" });
+    await ask(victim, "join-room", { roomId: "hijack" });
+    const joined = await waitFor(bystander, "user-joined");
+    const peerId = joined.peer.peerId;
+    const r = { peerId, victimEngineSid: victim.io.engine.id };
+    const at = `${url}/socket.io/?EIO=4&transport=polling&sid=${encodeURIComponent(peerId)}`;
+    const forged = [
+      '42["message",{"roomId":"hijack","data":"forged"}]',
+      `42["offer",{"targetId":${JSON.stringify(bystander.peerId)},"offer":{"type":"offer","sdp":"forged"}}]`,
+    ].join("\x1e");
+    const post = await fetch(at, { method: "POST", body: forged });
+    r.postStatus = post.status;
+    r.postBody = await post.text();
+    const ctl = new AbortController();
+    const readTimer = setTimeout(() => ctl.abort(), 5000);
+    try {
+      const get = await fetch(at, { signal: ctl.signal });
+      r.getStatus = get.status;
+    } catch (e) {
+      r.getStatus = `aborted: ${e.name}`;
+    }
+    clearTimeout(readTimer);
+    const wsUrl = `${url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket&sid=${encodeURIComponent(peerId)}`;
+    r.upgrade = await new Promise((resolve) => {
+      const ws = new WebSocket(wsUrl);
+      const got = [];
+      const done = (outcome) => {
+        clearTimeout(timer);
+        ws.removeAllListeners();
+        ws.on("error", () => {});
+        ws.terminate();
+        resolve({ outcome, got });
+      };
+      const timer = setTimeout(() => done("no answer"), 5000);
+      ws.on("open", () => ws.send("2probe"));
+      ws.on("message", (m) => {
+        got.push(String(m));
+        if (String(m) === "3probe") {
+          ws.send("5");
+          done("upgraded");
+        }
+      });
+      ws.on("unexpected-response", (_req, res) => done(`http ${res.statusCode}`));
+      ws.on("error", (e) => done(`error: ${e.message}`));
+      ws.on("close", () => done("closed"));
+    });
+    await ask(victim, "message", { roomId: "hijack", data: "genuine" });
+    await waitFor(bystander, "message", (p) => p.data === "genuine");
+    await barrier(bystander);
+    r.forgedMessages = seen(bystander, "message").filter((p) => p.data === "forged").length;
+    r.forgedOffers = seen(bystander, "offer").length;
+    r.genuineMessages = seen(bystander, "message").filter((p) => p.data === "genuine").length;
+    r.victimConnected = victim.connected;
+    r.victimStillWorks = await ask(victim, "update-state", { roomId: "hijack", state: { ok: true } });
+    return r;
+  },
+
+  // REST privacy: members' peer ids, user ids and metadata only with the admin token.
+  async privacy() {
+    const a = await connect();
+    await ask(a, "join-room", { roomId: "private", userId: "alice-secret-user", metadata: { note: "secret-metadata" } });
+    const r = { peerId: a.peerId };
+    r.listAnon = await http("GET", "/api/rooms");
+    r.oneAnon = await http("GET", "/api/rooms/private");
+    r.listWrong = await http("GET", "/api/rooms", undefined, { authorization: "Bearer not-the-admin" });
+    r.oneWrong = await http("GET", "/api/rooms/private", undefined, { authorization: "Bearer not-the-admin" });
+    r.listAdmin = await http("GET", "/api/rooms", undefined, adminHeaders());
+    r.oneAdmin = await http("GET", "/api/rooms/private", undefined, adminHeaders());
+    return r;
+  },
+
+  // Persistent rooms with no member go after `persistent_room_idle`; one with a member stays.
+  async idleRooms() {
+    const idle = await http("POST", "/api/rooms", { name: "idle" });
+    const used = await http("POST", "/api/rooms", { name: "used" });
+    const a = await connect();
+    const r = { join: await ask(a, "join-room", { roomId: used.body.id }) };
+    // Bounded poll of the REST state (deadline 30 s): the sweep runs every idle / 2.
+    for (let i = 0; i < 150; i++) {
+      r.idleAfter = await http("GET", `/api/rooms/${idle.body.id}`);
+      if (r.idleAfter.status === 404) break;
+      await new Promise((res) => setTimeout(res, 200));
+    }
+    r.usedAfter = await http("GET", `/api/rooms/${used.body.id}`);
+    a.disconnect();
+    for (let i = 0; i < 150; i++) {
+      r.usedAfterLeaving = await http("GET", `/api/rooms/${used.body.id}`);
+      if (r.usedAfterLeaving.status === 404) break;
+      await new Promise((res) => setTimeout(res, 200));
+    }
+    return r;
+  },
+
+  // Issue 12: clients each stream an unfinished, huge, fragmented WebSocket message. The
+  // server must stop reading at its message limit and close, not buffer it all.
+  async fragmentFlood() {
+    const clients = args.clients ?? 4;
+    const mib = args.mib ?? 45;
+    const rss = () => vmRssKiB(args.pid);
+    const r = { rssBeforeKiB: rss() };
+    const wsUrl = `${url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket`;
+    const one = () =>
+      new Promise((resolve) => {
+        const ws = new WebSocket(wsUrl);
+        const st = { sentBytes: 0, closed: false, connected: false };
+        let finished = false;
+        const finish = () => {
+          if (!finished) {
+            finished = true;
+            resolve({ ws, st });
+          }
+        };
+        ws.on("error", () => {
+          st.closed = true;
+          finish();
+        });
+        ws.on("close", () => {
+          st.closed = true;
+          finish();
+        });
+        ws.on("message", async (m) => {
+          const text = String(m);
+          if (text.startsWith("0{")) ws.send("40");
+          if (text === "2") ws.send("3");
+          if (!text.startsWith("40") || st.connected) return;
+          st.connected = true;
+          const chunk = "x".repeat(1 << 20);
+          const send = (data) => new Promise((res) => ws.send(data, { fin: false }, (err) => res(!err)));
+          let ok = await send('42["message",{"roomId":"frag","data":"' + chunk);
+          for (let i = 1; i < mib && ok && !st.closed; i++) {
+            st.sentBytes += chunk.length;
+            ok = await send(chunk);
+          }
+          finish();
+        });
+      });
+    const results = await Promise.all(Array.from({ length: clients }, one));
+    // Measured while the connections the server kept are still open (never finished).
+    r.rssDuringKiB = rss();
+    r.clients = results.map(({ st }) => st);
+    const legit = await connect();
+    r.legitJoin = await ask(legit, "join-room", { roomId: "frag-ok" });
+    for (const { ws } of results) ws.terminate();
+    return r;
+  },
+
+  // `max_connections_per_ip`: n connections from one address work, the next is refused with
+  // a clear HTTP error; closing one makes room again.
+  async perIpCap() {
+    const n = args.n ?? 256;
+    const open = [];
+    for (let i = 0; i < n; i += 32) {
+      const batch = await Promise.all(Array.from({ length: Math.min(32, n - i) }, () => connect()));
+      open.push(...batch);
+    }
+    const r = { opened: open.length };
+    try {
+      await connect();
+      r.extra = "connected";
+    } catch (e) {
+      r.extra = `refused: ${e.message}`;
+    }
+    const res = await fetch(`${url}/socket.io/?EIO=4&transport=polling`);
+    r.handshakeStatus = res.status;
+    r.handshakeBody = await res.text();
+    r.restStillWorks = (await http("GET", "/health")).status;
+    open[0].disconnect();
+    r.afterClose = "refused";
+    for (let i = 0; i < 200 && r.afterClose !== "connected"; i++) {
+      try {
+        await connect();
+        r.afterClose = "connected";
+      } catch (e) {
+        r.afterClose = `refused: ${e.message}`;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+    }
+    return r;
+  },
+
+  // Engine.IO sessions opened and never connected (no Socket.IO CONNECT) count against
+  // `max_connections_per_ip` too, until the connect timeout closes them.
+  async halfOpenCap() {
+    const n = args.n ?? 8;
+    const r = { statuses: [] };
+    for (let i = 0; i < n + 1; i++) {
+      const res = await fetch(`${url}/socket.io/?EIO=4&transport=polling`);
+      r.statuses.push(res.status);
+      await res.text();
+    }
+    try {
+      await connect();
+      r.client = "connected";
+    } catch (e) {
+      r.client = `refused: ${e.message}`;
+    }
+    return r;
+  },
+
+  // A target that never reads while a sender streams large messages at it: the target is
+  // disconnected once its outbound queue passes the byte cap; the sender is told `user-left`.
+  async slowReader() {
+    const base = `${url}/socket.io/?EIO=4&transport=polling`;
+    const open = await (await fetch(base)).text();
+    const at = `${base}&sid=${JSON.parse(open.slice(1)).sid}`;
+    await fetch(at, { method: "POST", body: "40" });
+    let peerId;
+    let joined = false;
+    for (let i = 0; i < 8 && !peerId; i++) {
+      const packets = (await (await fetch(at)).text()).split("\x1e");
+      if (packets.includes("2")) await fetch(at, { method: "POST", body: "3" });
+      if (!joined && packets.some((p) => p.startsWith("40"))) {
+        joined = true;
+        await fetch(at, { method: "POST", body: '420["join-room",{"roomId":"slow"}]' });
+      }
+      const ack = packets.find((p) => p.startsWith("430"));
+      if (ack) peerId = JSON.parse(ack.slice(3))[0].self.peerId;
+    }
+    // From here on the target never polls.
+    const a = await connect();
+    await ask(a, "join-room", { roomId: "slow" });
+    const left = waitFor(a, "user-left", (p) => p.peerId === peerId, 30000).then(() => true, () => false);
+    const data = "m".repeat(args.bytes ?? 32768);
+    const n = args.n ?? 1000;
+    let sent = 0;
+    let gone = false;
+    left.then((v) => (gone = v));
+    for (let i = 0; i < n && !gone; i += 50) {
+      for (let j = 0; j < 50; j++) a.emit("message", { roomId: "slow", data });
+      sent += 50;
+      await barrier(a);
+    }
+    return { peerId, sent, targetLeft: await left, senderConnected: a.connected };
+  },
+
+  // Issue 12 acceptance (signaling part): 1,000 persistent rooms and a stream of oversized
+  // and hostile events from one client, while a legitimate pair keeps relaying offers.
+  async hostileFlood() {
+    const rounds = args.rounds ?? 10;
+    const roomsPerRound = args.roomsPerRound ?? 100;
+    const rss = () => vmRssKiB(args.pid);
+    const r = { rssBeforeKiB: rss(), offers: [], created: 0, refusedCreates: 0, rssMaxKiB: 0 };
+    const a = await connect();
+    const b = await connect({ transports: ["polling"] });
+    await ask(a, "join-room", { roomId: "legit" });
+    await ask(b, "join-room", { roomId: "legit" });
+    let x = await connect();
+    const big = "z".repeat(args.bigBytes ?? 100000);
+    for (let round = 0; round < rounds; round++) {
+      const made = await Promise.all(Array.from({ length: roomsPerRound }, () => http("POST", "/api/rooms", { name: "flood" })));
+      for (const m of made) {
+        if (m.status === 201) r.created++;
+        else if (m.status === 429) r.refusedCreates++;
+      }
+      for (let i = 0; i < 20; i++) {
+        x.emit("message", { roomId: "legit", data: big });
+        x.emit("hack-the-planet", { i });
+        x.emit("join-room", { roomId: "no spaces/allowed", metadata: big.slice(0, 50000) });
+        x.emit("offer", { targetId: a.peerId ?? "guess", offer: big.slice(0, 60000) });
+      }
+      // One message beyond the transport limit: that connection is closed; the attacker
+      // reconnects and goes on.
+      const closed = new Promise((res) => x.once("disconnect", () => res(true)));
+      x.emit("message", { roomId: "legit", data: "w".repeat(2_000_000) });
+      await closed;
+      x = await connect();
+      const offerAck = await ask(a, "offer", { targetId: b.peerId, offer: { type: "offer", sdp: `round-${round}` } });
+      const got = await waitFor(b, "offer", (p) => p.offer.sdp === `round-${round}`).then(() => true, () => false);
+      r.offers.push({ ok: offerAck.ok === true, delivered: got });
+      r.rssMaxKiB = Math.max(r.rssMaxKiB, rss());
+    }
+    r.extraCreate = await http("POST", "/api/rooms", {});
+    const list = await fetch(`${url}/api/rooms`);
+    r.listBytes = (await list.text()).length;
+    r.rssAfterKiB = rss();
+    r.bLate = await ask(b, "join-room", { roomId: "legit-2" });
+    return r;
   },
 
   async flood() {
@@ -373,12 +680,12 @@ const scenarios = {
     const b = await connect();
     await ask(a, "join-room", { roomId: room.body.id });
     await ask(b, "join-room", { roomId: room.body.id });
-    const r = { ids: { a: a.id, b: b.id } };
+    const r = { ids: { a: a.peerId, b: b.peerId } };
     r.noToken = await http("DELETE", `/api/rooms/${room.body.id}`);
     r.wrongToken = await http("DELETE", `/api/rooms/${room.body.id}`, undefined, { authorization: "Bearer wrong" });
     r.right = await http("DELETE", `/api/rooms/${room.body.id}`, undefined, { authorization: `Bearer ${args.admin}` });
-    r.leftAtA = await waitFor(a, "user-left", (p) => p.peerId === a.id);
-    r.leftAtB = await waitFor(b, "user-left", (p) => p.peerId === a.id);
+    r.leftAtA = await waitFor(a, "user-left", (p) => p.peerId === a.peerId);
+    r.leftAtB = await waitFor(b, "user-left", (p) => p.peerId === a.peerId);
     r.after = await http("GET", `/api/rooms/${room.body.id}`);
     r.messageAfter = await ask(a, "message", { roomId: room.body.id, data: 1 });
     return r;

@@ -259,6 +259,8 @@ pub struct Ports {
     pub relay: u16,
     pub relay_tls: u16,
     pub metrics: u16,
+    /// `signaling.metrics_listen` (`/metrics`, `/stats`).
+    pub signaling_metrics: u16,
 }
 
 impl Ports {
@@ -269,6 +271,7 @@ impl Ports {
             relay: free_port(),
             relay_tls: free_port(),
             metrics: free_port(),
+            signaling_metrics: free_port(),
         }
     }
 
@@ -302,6 +305,7 @@ public_host = "127.0.0.1"
 
 [signaling]
 listen = "127.0.0.1:{sig}"
+metrics_listen = "127.0.0.1:{sig_metrics}"
 cors_origins = ["http://127.0.0.1:{sig}", "http://localhost:{sig}"]
 
 [relay]
@@ -315,6 +319,7 @@ metrics_listen = "127.0.0.1:{metrics}"
 {extra_relay}
 "#,
         sig = ports.signaling,
+        sig_metrics = ports.signaling_metrics,
         relay = ports.relay,
         metrics = ports.metrics,
     )

@@ -127,7 +127,8 @@ fn a_peer_cannot_be_in_more_rooms_than_the_cap() {
 #[test]
 fn empty_join_created_rooms_are_removed_but_rest_created_rooms_stay() {
     let mut r = Rooms::new(6, 4);
-    r.create("kept".into(), Some("Standup".into()), None, None, 5);
+    r.create("kept".into(), Some("Standup".into()), None, None, 5)
+        .expect("created");
     join(&mut r, "kept", "a", None).expect("join kept");
     join(&mut r, "temp", "a", None).expect("join temp");
     let left = r.leave_all("a");
@@ -183,7 +184,8 @@ fn state_updates_are_stored_and_name_the_other_members() {
 #[test]
 fn deleting_a_room_returns_its_members_and_frees_their_slots() {
     let mut r = Rooms::new(6, 1);
-    r.create("x".into(), None, Some(2), None, 0);
+    r.create("x".into(), None, Some(2), None, 0)
+        .expect("created");
     join(&mut r, "x", "a", None).expect("a");
     assert_eq!(r.delete("x"), Some(vec!["a".to_string()]));
     assert!(r.get("x").is_none());
@@ -194,7 +196,63 @@ fn deleting_a_room_returns_its_members_and_frees_their_slots() {
 #[test]
 fn rest_created_capacity_is_clamped_to_the_configured_maximum() {
     let mut r = Rooms::new(4, 4);
-    assert_eq!(r.create("a".into(), None, Some(100), None, 0).max_peers, 4);
-    assert_eq!(r.create("b".into(), None, Some(0), None, 0).max_peers, 1);
-    assert_eq!(r.create("c".into(), None, Some(2), None, 0).max_peers, 2);
+    assert_eq!(
+        r.create("a".into(), None, Some(100), None, 0)
+            .expect("created")
+            .max_peers,
+        4
+    );
+    assert_eq!(
+        r.create("b".into(), None, Some(0), None, 0)
+            .expect("created")
+            .max_peers,
+        1
+    );
+    assert_eq!(
+        r.create("c".into(), None, Some(2), None, 0)
+            .expect("created")
+            .max_peers,
+        2
+    );
+}
+
+#[test]
+fn persistent_rooms_beyond_the_cap_are_refused_and_a_deleted_one_frees_its_place() {
+    let mut r = Rooms::new(6, 4).with_max_persistent(2);
+    r.create("a".into(), None, None, None, 0).expect("first");
+    r.create("b".into(), None, None, None, 0).expect("second");
+    assert_eq!(
+        r.create("c".into(), None, None, None, 0),
+        Err(TooManyRooms(2))
+    );
+    // Rooms made by joining are not persistent and do not count.
+    join(&mut r, "free-form", "p1", None).expect("join");
+    r.delete("a").expect("deleted");
+    r.create("c".into(), None, None, None, 0)
+        .expect("place freed");
+}
+
+#[test]
+fn a_persistent_room_expires_only_after_being_empty_for_the_idle_time() {
+    let mut r = Rooms::new(6, 4);
+    r.create("idle".into(), None, None, None, 1_000)
+        .expect("idle");
+    r.create("used".into(), None, None, None, 1_000)
+        .expect("used");
+    join(&mut r, "used", "p1", None).expect("join");
+    assert!(
+        r.expire_idle(1_999, 1_000).is_empty(),
+        "not idle long enough"
+    );
+    assert_eq!(r.expire_idle(2_000, 1_000), vec!["idle".to_string()]);
+    assert!(r.get("idle").is_none());
+    // The member leaves at about 3 s: the empty period starts at the first sweep after it.
+    r.leave("used", "p1").expect("leave");
+    assert!(r.expire_idle(3_000, 1_000).is_empty(), "just became empty");
+    assert!(r.expire_idle(3_999, 1_000).is_empty());
+    assert_eq!(r.expire_idle(4_000, 1_000), vec!["used".to_string()]);
+    // The cap counts the expired rooms as gone.
+    let mut r = r.with_max_persistent(1);
+    r.create("again".into(), None, None, None, 5_000)
+        .expect("place freed by expiry");
 }

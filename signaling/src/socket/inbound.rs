@@ -78,6 +78,12 @@ impl QueuedBytes {
             .is_ok()
     }
 
+    /// The cap in bytes.
+    #[must_use]
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Releases `n` bytes once their event is handled.
     pub fn sub(&self, n: usize) {
         let _ = self
@@ -150,7 +156,7 @@ impl FromMessage<LocalAdapter> for Inbound {
                 None => s.emit("error", &r.event(&event)),
             };
             if sent.is_err() {
-                tracing::warn!(sid = %s.id, %event, "Event refused and the refusal could not be sent");
+                tracing::debug!(sid = %s.id, %event, "Event refused and the refusal could not be sent");
             }
         }
         Ok(Inbound)

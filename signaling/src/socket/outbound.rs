@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::hub::{DELIVERY_TIMEOUT, Hub};
 use crate::protocol::{ErrorCode, Refusal};
+use crate::socket::inbound::QueuedBytes;
 
 /// Who to tell when a relayed event cannot be delivered.
 #[derive(Debug, Clone)]
@@ -51,6 +52,41 @@ impl Outbound {
             origin: None,
         }
     }
+
+    /// About the bytes this packet takes on the wire (its JSON plus the event name), counted
+    /// against the target's queue cap.
+    #[must_use]
+    pub fn encoded_size(&self) -> usize {
+        let (name, data) = match self {
+            Outbound::Emit { event, data, .. } => (event.len(), data),
+            Outbound::Ack { data, .. } => (0, data),
+        };
+        let mut counter = ByteCounter(0);
+        if serde_json::to_writer(&mut counter, data).is_err() {
+            return usize::MAX;
+        }
+        counter.0.saturating_add(name).saturating_add(16)
+    }
+}
+
+/// Counts bytes written (sizes a JSON value without building it).
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One packet in a socket's outbound queue, with the bytes it holds of the queue's cap.
+#[derive(Debug)]
+pub struct Queued {
+    pub item: Outbound,
+    pub size: usize,
 }
 
 /// Capacity of a socket's outbound queue (the sender waits when it is full).
@@ -90,10 +126,13 @@ async fn with_retry(mut attempt: impl FnMut() -> Result<(), SendError>) -> Resul
 /// a closed socket alive; it ends when the queue's senders are gone or the socket is.
 pub async fn writer(
     socket: Weak<Socket<LocalAdapter>>,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: mpsc::Receiver<Queued>,
+    bytes: Arc<QueuedBytes>,
     hub: Arc<Hub>,
 ) {
-    while let Some(item) = rx.recv().await {
+    while let Some(Queued { item, size }) = rx.recv().await {
+        // Handed to the socket (or dropped) below: no longer held by this queue.
+        bytes.sub(size);
         let Some(s) = socket.upgrade() else { break };
         match item {
             Outbound::Emit {

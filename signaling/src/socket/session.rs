@@ -16,12 +16,14 @@ use crate::socket::outbound::Outbound;
 /// Who the session's socket is.
 #[derive(Debug, Clone)]
 pub struct PeerCtx {
-    /// Peer id = socket id.
+    /// Peer id: random, never the Engine.IO sid ([`crate::socket::new_peer_id`]).
     pub id: String,
     /// The auth subject (TURN user id) when auth is on.
     pub subject: Option<String>,
     /// User id used when auth is off and the client gives none.
     pub fallback_user: String,
+    /// The source address, counted against `signaling.max_connections_per_ip`.
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// Runs until the socket disconnects (or its inbound queue closes).
@@ -93,6 +95,10 @@ async fn cleanup(hub: &Hub, me: &PeerCtx) {
             .await;
     }
     hub.unregister_peer(&me.id);
+    if let Some(ip) = me.ip {
+        hub.remove_connection(ip);
+    }
     hub.metrics.connections.dec();
-    tracing::info!(peer = %me.id, "Disconnected");
+    hub.metrics.disconnections.inc();
+    tracing::debug!(peer = %me.id, "Disconnected");
 }

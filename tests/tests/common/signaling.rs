@@ -25,6 +25,11 @@ pub fn base(ports: &Ports) -> String {
     format!("http://127.0.0.1:{}", ports.signaling)
 }
 
+/// Base URL of the signaling metrics listener (`/metrics`, `/stats`).
+pub fn metrics_base(ports: &Ports) -> String {
+    format!("http://127.0.0.1:{}", ports.signaling_metrics)
+}
+
 pub fn driver_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js/signaling-driver.mjs")
 }
