@@ -56,7 +56,7 @@ impl Hub {
     /// Builds the state on any [`RoomStore`].
     #[must_use]
     pub fn with_store(cfg: Arc<Config>, store: Arc<dyn RoomStore>) -> Arc<Self> {
-        let auth = Authenticator::new(&cfg.signaling.auth, cfg.signaling.admin_token.as_ref());
+        let auth = Authenticator::from_config(&cfg.signaling);
         let ice_uris = ice_uris(&cfg.turn, &cfg.relay);
         Arc::new(Self {
             cfg,

@@ -367,6 +367,25 @@ const scenarios = {
     return r;
   },
 
+  // Tokens signed with `secret` from `claims` ({name: claims}, with "NOW" + / - offsets in
+  // seconds as {"nbf": ["NOW", 600]}): each tried on the handshake and as a REST bearer.
+  async jwtClaims() {
+    const now = Math.floor(Date.now() / 1000);
+    const resolve = (v) => (Array.isArray(v) && v[0] === "NOW" ? now + v[1] : v);
+    const attempts = {};
+    for (const [name, claims] of Object.entries(args.claims)) {
+      attempts[name] = { token: jwt(args.secret, Object.fromEntries(Object.entries(claims).map(([k, v]) => [k, resolve(v)]))) };
+    }
+    args.attempts = attempts;
+    const socket = await scenarios.auth();
+    const r = {};
+    for (const [name, { token }] of Object.entries(attempts)) {
+      const rest = await http("GET", "/api/ice-servers", undefined, { authorization: `Bearer ${token}` });
+      r[name] = { socket: socket[name], rest: rest.status };
+    }
+    return r;
+  },
+
   async adminDelete() {
     const room = await http("POST", "/api/rooms", { name: "doomed" });
     const a = await connect();
