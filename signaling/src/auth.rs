@@ -66,6 +66,25 @@ pub struct Subject {
     pub user_id: Option<String>,
 }
 
+/// Longest part of a client's `username` kept as the prefix of a server-chosen user id.
+pub const USER_ID_PREFIX_LEN: usize = 32;
+
+/// A TURN user id chosen by the server (`auth = "none"`): random, 128 bits, so no client can
+/// name, and so spend, another user's relay quota (the relay counts allocations per user
+/// id). `prefix` (the client's `?username=`, already checked with `valid_user_id`) may only
+/// prefix it, cut to [`USER_ID_PREFIX_LEN`] characters.
+#[must_use]
+pub fn server_chosen_user_id(prefix: Option<&str>) -> String {
+    let random = uuid::Uuid::new_v4().simple();
+    match prefix {
+        Some(p) if !p.is_empty() => {
+            let p: String = p.chars().take(USER_ID_PREFIX_LEN).collect();
+            format!("{p}-{random}")
+        }
+        _ => format!("anon-{random}"),
+    }
+}
+
 /// Checks client tokens against the configured mode.
 pub struct Authenticator {
     mode: Mode,
@@ -326,6 +345,21 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn server_chosen_user_ids_are_random_valid_and_only_prefixed_by_the_client() {
+        let a = server_chosen_user_id(Some("alice"));
+        let b = server_chosen_user_id(Some("alice"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("alice-") && a != "alice", "{a}");
+        let long = "x".repeat(128);
+        let c = server_chosen_user_id(Some(&long));
+        assert!(
+            valid_user_id(&c) && c.len() == USER_ID_PREFIX_LEN + 33,
+            "{c}"
+        );
+        assert!(server_chosen_user_id(None).starts_with("anon-"));
     }
 
     #[test]

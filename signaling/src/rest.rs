@@ -16,7 +16,7 @@ use switchboard_config::credentials::valid_user_id;
 
 pub use error::AppError;
 
-use crate::auth::bearer;
+use crate::auth::{bearer, server_chosen_user_id};
 use crate::hub::Hub;
 use crate::rooms::{MAX_DISPLAY_NAME_LEN, PasswordHash};
 
@@ -98,13 +98,14 @@ pub async fn ice_servers(
     }
     let user_id = match (subject, q.username) {
         (Some(sub), _) => sub,
-        (None, Some(u)) if valid_user_id(&u) => u,
+        // Auth off: the server chooses; the client's word may only prefix it (SPEC 2).
+        (None, Some(u)) if valid_user_id(&u) => server_chosen_user_id(Some(&u)),
         (None, Some(_)) => {
             return Err(AppError::bad_request(
                 "`username` must be 1-128 printable characters without `:` or spaces",
             ));
         }
-        (None, None) => format!("anon-{}", uuid::Uuid::new_v4().simple()),
+        (None, None) => server_chosen_user_id(None),
     };
     let mut res = Json(hub.ice_servers(&user_id)).into_response();
     res.headers_mut()

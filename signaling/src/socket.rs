@@ -26,7 +26,7 @@ use socketioxide::socket::Socket;
 use socketioxide::{SocketIo, TransportType};
 use tokio::sync::mpsc;
 
-use crate::auth::origin_allowed;
+use crate::auth::{origin_allowed, server_chosen_user_id};
 use crate::hub::Hub;
 use crate::ratelimit::EventLimiter;
 use inbound::{Inbound, InboundItem, Inbox, QueuedBytes};
@@ -146,6 +146,9 @@ fn handshake(
     hub.metrics.connections_total.inc();
     let me = PeerCtx {
         id: id.clone(),
+        turn_user: subject
+            .clone()
+            .unwrap_or_else(|| server_chosen_user_id(None)),
         subject,
         fallback_user: format!("anon-{}", uuid::Uuid::new_v4().simple()),
     };

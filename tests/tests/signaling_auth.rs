@@ -196,3 +196,62 @@ fn a_browser_handshake_from_an_unlisted_origin_is_refused() {
         );
     }
 }
+
+/// The user id part of a TURN REST username (`expiry:user`).
+fn turn_user(username: &serde_json::Value) -> String {
+    let name = username.as_str().unwrap_or_default();
+    name.split_once(':')
+        .map(|(_, u)| u)
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn with_auth_off_clients_claiming_the_same_user_id_get_distinct_server_chosen_turn_users() {
+    // The relay counts allocations per TURN user id: if the client's word chose it, anyone
+    // could spend a named user's quota. Both clients join claiming `userId: "spoofed"`.
+    let ports = Ports::new();
+    let svc = common::start(&ports, "");
+    let r = common::drive(
+        &svc,
+        &ports,
+        "auth",
+        &json!({"attempts": {"first": null, "second": null}}),
+    );
+    let mut seen = Vec::new();
+    for who in ["first", "second"] {
+        let ack = &r[who]["ack"];
+        assert_eq!(ack["ok"], json!(true), "{r}");
+        let user = turn_user(&ack["iceServers"][1]["username"]);
+        assert!(
+            !user.is_empty() && !user.contains("spoofed"),
+            "{who}: {user}"
+        );
+        seen.push(user);
+    }
+    assert_ne!(seen[0], seen[1], "{r}");
+
+    // REST without auth: `?username=` may only prefix a fresh random id.
+    let b = base(&ports);
+    let users: Vec<String> = (0..2)
+        .map(|_| {
+            let res = http(
+                "GET",
+                &format!("{b}/api/ice-servers?username=alice"),
+                &[],
+                None,
+            );
+            assert_eq!(res.status, 200);
+            turn_user(&res.body["username"])
+        })
+        .collect();
+    for u in &users {
+        assert!(
+            u.starts_with("alice-") && u.len() > "alice-".len() + 16,
+            "{u}"
+        );
+    }
+    assert_ne!(users[0], users[1]);
+    let plain = http("GET", &format!("{b}/api/ice-servers"), &[], None);
+    assert!(turn_user(&plain.body["username"]).starts_with("anon-"));
+}

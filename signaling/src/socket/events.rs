@@ -284,7 +284,8 @@ async fn join(hub: &Hub, me: &PeerCtx, j: Join) -> Result<Value, Refusal> {
         json!({"roomId": room, "users": users}),
     )
     .await;
-    let ice = hub.ice_servers(&user_id);
+    // Not `user_id`: with auth off that is the client's word (SPEC section 2).
+    let ice = hub.ice_servers(&me.turn_user);
     Ok(ok_with(json!({
         "roomId": room,
         "self": joined.me,

@@ -22,6 +22,9 @@ pub struct PeerCtx {
     pub subject: Option<String>,
     /// User id used when auth is off and the client gives none.
     pub fallback_user: String,
+    /// The TURN user id of this connection's credentials: the auth subject, else chosen by
+    /// the server for this connection (never the client's `userId`).
+    pub turn_user: String,
 }
 
 /// Runs until the socket disconnects (or its inbound queue closes).
