@@ -15,6 +15,7 @@ use tokio::sync::mpsc::error::SendTimeoutError;
 use crate::auth::Authenticator;
 use crate::ice::{IceServersResponse, ice_servers};
 use crate::metrics::Metrics;
+use crate::passwords::Passwords;
 use crate::protocol::{ErrorCode, Refusal};
 use crate::socket::outbound::Outbound;
 use crate::store::{MemoryStore, RoomStore};
@@ -29,6 +30,8 @@ pub struct Hub {
     pub store: Arc<dyn RoomStore>,
     pub metrics: Metrics,
     pub auth: Authenticator,
+    /// Room-password hashing (off the runtime) and the failed-attempt limiter.
+    pub passwords: Passwords,
     ice_uris: IceUris,
     /// peer id (socket id) → that peer's outbound queue.
     peers: RwLock<HashMap<String, mpsc::Sender<Outbound>>>,
@@ -63,6 +66,7 @@ impl Hub {
             store,
             metrics: Metrics::new(),
             auth,
+            passwords: Passwords::default(),
             ice_uris,
             peers: RwLock::new(HashMap::new()),
             ready: AtomicBool::new(true),

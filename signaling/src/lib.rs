@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod hub;
 pub mod ice;
 pub mod metrics;
+pub mod passwords;
 pub mod protocol;
 pub mod ratelimit;
 pub mod rest;

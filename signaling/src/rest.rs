@@ -18,7 +18,7 @@ pub use error::AppError;
 
 use crate::auth::{bearer, server_chosen_user_id};
 use crate::hub::Hub;
-use crate::rooms::{MAX_DISPLAY_NAME_LEN, PasswordHash};
+use crate::rooms::MAX_DISPLAY_NAME_LEN;
 
 fn token(headers: &HeaderMap) -> Option<&str> {
     bearer(
@@ -168,10 +168,15 @@ pub async fn create_room(
         return Err(AppError::bad_request("`maxPeers` must be at least 1"));
     }
     let id = uuid::Uuid::new_v4().to_string();
-    let password = body
-        .password
-        .filter(|p| !p.is_empty())
-        .map(|p| PasswordHash::new(&p, rand::random()));
+    let password = match body.password.filter(|p| !p.is_empty()) {
+        Some(p) => Some(
+            hub.passwords
+                .hash(p)
+                .await
+                .ok_or_else(|| AppError::bad_request("the password could not be hashed"))?,
+        ),
+        None => None,
+    };
     let now_ms = u64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -144,8 +144,15 @@ fn handshake(
     hub.register_peer(&id, out_tx);
     hub.metrics.connections.inc();
     hub.metrics.connections_total.inc();
+    // Set by `serve` (`into_make_service_with_connect_info`); unspecified in router-only tests.
+    let ip = s
+        .req_parts()
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
     let me = PeerCtx {
         id: id.clone(),
+        ip,
         turn_user: subject
             .clone()
             .unwrap_or_else(|| server_chosen_user_id(None)),

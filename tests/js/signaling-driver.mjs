@@ -31,6 +31,8 @@ function connect(opts = {}) {
       reconnection: false,
       auth: opts.auth,
       extraHeaders: opts.headers,
+      // Source address (any 127.0.0.0/8 address on Linux loopback): "another IP".
+      localAddress: opts.localAddress,
       timeout: WAIT_MS,
     });
     sockets.push(s);
@@ -217,6 +219,42 @@ const scenarios = {
     r.restWrong = await ask(b, "join-room", { roomId: rest.body.id, password: "nope" });
     r.restRight = await ask(b, "join-room", { roomId: rest.body.id, password: "pw" });
     r.listing = (await http("GET", "/api/rooms")).body;
+    return r;
+  },
+
+  // Guessing room passwords: one source on one room, then one source across rooms; the
+  // owner's correct password from another source keeps working.
+  async passwordGuessing() {
+    const owner = await connect();
+    const r = {};
+    r.create = await ask(owner, "join-room", { roomId: "vault", password: "right-one" });
+    const guesser = await connect({ localAddress: "127.0.0.2" });
+    r.guesses = [];
+    for (let i = 0; i < (args.guesses ?? 7); i++) {
+      const ack = await ask(guesser, "join-room", { roomId: "vault", password: `guess-${i}` });
+      r.guesses.push(ack.ok ? "ok" : ack.error.code);
+    }
+    const right = await ask(guesser, "join-room", { roomId: "vault", password: "right-one" });
+    r.rightFromGuesser = right.ok ? "ok" : right.error.code;
+    const friend = await connect({ localAddress: "127.0.0.3" });
+    const fr = await ask(friend, "join-room", { roomId: "vault", password: "right-one" });
+    r.rightFromOtherIp = fr.ok ? "ok" : fr.error.code;
+    // Across rooms: 4 wrong guesses on each of 5 REST rooms, then a sixth room.
+    const ids = [];
+    for (let i = 0; i < 6; i++) ids.push((await http("POST", "/api/rooms", { name: `locked-${i}`, password: "pw" })).body.id);
+    const sprayer = await connect({ localAddress: "127.0.0.4" });
+    r.spray = [];
+    for (const id of ids.slice(0, 5)) {
+      for (let i = 0; i < 4; i++) {
+        const ack = await ask(sprayer, "join-room", { roomId: id, password: `nope-${i}` });
+        r.spray.push(ack.ok ? "ok" : ack.error.code);
+      }
+    }
+    const sixth = await ask(sprayer, "join-room", { roomId: ids[5], password: "pw" });
+    r.sixthRoomFromSprayer = sixth.ok ? "ok" : sixth.error.code;
+    const other = await connect({ localAddress: "127.0.0.5" });
+    const os = await ask(other, "join-room", { roomId: ids[5], password: "pw" });
+    r.sixthRoomFromOtherIp = os.ok ? "ok" : os.error.code;
     return r;
   },
 

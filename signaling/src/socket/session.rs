@@ -25,6 +25,8 @@ pub struct PeerCtx {
     /// The TURN user id of this connection's credentials: the auth subject, else chosen by
     /// the server for this connection (never the client's `userId`).
     pub turn_user: String,
+    /// The client's address (failed room-password attempts are counted per source IP).
+    pub ip: std::net::IpAddr,
 }
 
 /// Runs until the socket disconnects (or its inbound queue closes).
