@@ -11,6 +11,7 @@ pub mod auth;
 pub mod fuzzing;
 pub mod hub;
 pub mod ice;
+pub mod live;
 pub mod metrics;
 pub mod passwords;
 pub mod protocol;

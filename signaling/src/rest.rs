@@ -30,7 +30,8 @@ fn token(headers: &HeaderMap) -> Option<&str> {
 
 /// Checks the client token; the auth subject (TURN user id) when auth is on.
 fn authenticate(hub: &Hub, headers: &HeaderMap) -> Result<Option<String>, AppError> {
-    hub.auth
+    hub.live()
+        .auth
         .authenticate(token(headers))
         .map(|s| s.user_id)
         .map_err(|e| {
@@ -212,7 +213,7 @@ pub async fn delete_room(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    match hub.auth.check_admin(token(&headers)) {
+    match hub.live().auth.check_admin(token(&headers)) {
         None => {
             return Err(AppError::forbidden(
                 "no admin token is configured: room deletion is disabled",

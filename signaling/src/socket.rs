@@ -26,7 +26,7 @@ use socketioxide::socket::Socket;
 use socketioxide::{SocketIo, TransportType};
 use tokio::sync::mpsc;
 
-use crate::auth::{origin_allowed, server_chosen_user_id};
+use crate::auth::server_chosen_user_id;
 use crate::hub::Hub;
 use crate::ratelimit::EventLimiter;
 use inbound::{Inbound, InboundItem, Inbox, QueuedBytes};
@@ -102,7 +102,7 @@ fn handshake(
         .headers
         .get(axum::http::header::ORIGIN)
         .and_then(|v| v.to_str().ok());
-    if !origin_allowed(&hub.cfg.signaling.cors_origins, origin) {
+    if !hub.origin_allowed(origin) {
         hub.metrics.auth_failures.inc();
         tracing::info!(sid = %s.id, origin = ?origin, "Handshake refused: origin not allowed");
         return Err(Refused("origin not allowed"));
@@ -111,7 +111,7 @@ fn handshake(
         .as_ref()
         .and_then(|a| a.get("token"))
         .and_then(Value::as_str);
-    let subject = match hub.auth.authenticate(token) {
+    let subject = match hub.live().auth.authenticate(token) {
         Ok(sub) => sub.user_id,
         Err(e) => {
             hub.metrics.auth_failures.inc();
