@@ -1,6 +1,6 @@
 //! Room passwords at run time: the slow argon2 hash and check run on tokio's blocking pool
 //! (never on a runtime worker) with at most [`MAX_CONCURRENT_HASHES`] at once (each takes
-//! 19 MiB), and failed attempts are limited per (room, IP) and per IP
+//! 19 MiB), and failed attempts are limited per (room, IP) and per IP, and slow hashes per IP
 //! ([`crate::rooms::attempts`]).
 
 use std::net::IpAddr;
@@ -65,6 +65,12 @@ impl Passwords {
     #[must_use]
     pub fn may_try(&self, room: &str, ip: IpAddr) -> bool {
         self.attempts().allowed(room, ip, Instant::now())
+    }
+
+    /// Takes one slow hash (create or check) from `ip`'s budget; `false` when it is spent.
+    #[must_use]
+    pub fn admit_hash(&self, ip: IpAddr) -> bool {
+        self.attempts().try_hash(ip, Instant::now())
     }
 
     /// Counts a wrong or missing password.

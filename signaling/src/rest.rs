@@ -2,13 +2,15 @@
 
 mod error;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::ConnectInfo;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -135,6 +137,7 @@ pub struct CreateRoom {
 pub async fn create_room(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     authenticate(&hub, &headers)?;
@@ -170,12 +173,25 @@ pub async fn create_room(
     }
     let id = uuid::Uuid::new_v4().to_string();
     let password = match body.password.filter(|p| !p.is_empty()) {
-        Some(p) => Some(
-            hub.passwords
-                .hash(p)
-                .await
-                .ok_or_else(|| AppError::bad_request("the password could not be hashed"))?,
-        ),
+        Some(p) => {
+            // Set by `serve`; router-only tests have no address and share one budget.
+            let ip = extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+            if !hub.passwords.admit_hash(ip) {
+                return Err(AppError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate-limited",
+                    "too many room passwords from this address; try again later",
+                ));
+            }
+            Some(
+                hub.passwords
+                    .hash(p)
+                    .await
+                    .ok_or_else(|| AppError::bad_request("the password could not be hashed"))?,
+            )
+        }
         None => None,
     };
     let now_ms = u64::try_from(

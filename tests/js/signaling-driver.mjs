@@ -258,6 +258,24 @@ const scenarios = {
     return r;
   },
 
+  // Slow hashes on demand: REST rooms with a password from one address until refused, then
+  // a password join from that address and from another one.
+  async hashBudget() {
+    const r = { statuses: [] };
+    for (let i = 0; i < (args.creations ?? 61); i++) {
+      r.statuses.push((await http("POST", "/api/rooms", { name: `h-${i}`, password: "pw" })).status);
+    }
+    const same = await connect();
+    const a = await ask(same, "join-room", { roomId: "new-locked-1", password: "pw" });
+    r.joinFromSameIp = a.ok ? "ok" : a.error.code;
+    const open = await ask(same, "join-room", { roomId: "new-open" });
+    r.openJoinFromSameIp = open.ok ? "ok" : open.error.code;
+    const other = await connect({ localAddress: "127.0.0.6" });
+    const b = await ask(other, "join-room", { roomId: "new-locked-2", password: "pw" });
+    r.joinFromOtherIp = b.ok ? "ok" : b.error.code;
+    return r;
+  },
+
   async disconnect() {
     const a = await connect();
     const b = await connect();

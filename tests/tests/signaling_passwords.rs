@@ -55,3 +55,26 @@ fn guessing_a_room_password_is_cut_off_per_room_and_per_ip_while_other_sources_s
         "passwords never reach the log"
     );
 }
+
+#[test]
+fn one_address_can_make_only_a_bounded_number_of_slow_password_hashes_per_minute() {
+    // argon2 is slow on purpose; creating password rooms must not be a way to burn the CPU.
+    let ports = Ports::new();
+    let svc = common::start(&ports, "");
+    let r = common::drive(&svc, &ports, "hashBudget", &json!({"creations": 61}));
+    let statuses: Vec<u64> = r["statuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(statuses.len(), 61, "{r}");
+    assert!(statuses[..60].iter().all(|s| *s == 201), "{r}");
+    assert_eq!(statuses[60], 429, "{r}");
+    assert_eq!(r["joinFromSameIp"], "rate-limited", "{r}");
+    assert_eq!(
+        r["openJoinFromSameIp"], "ok",
+        "rooms without a password are unaffected: {r}"
+    );
+    assert_eq!(r["joinFromOtherIp"], "ok", "{r}");
+}

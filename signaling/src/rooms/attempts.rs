@@ -1,5 +1,6 @@
 //! Failed room-password attempts, limited per (room, source IP) and per source IP in a fixed
-//! window, in tables with a hard cap on entries. Plain data: time comes in as an argument.
+//! window, and the slow hashes (create or check) each source IP may cause, in tables with a
+//! hard cap on entries. Plain data: time comes in as an argument.
 //!
 //! IPv6 sources are counted per /64 (one host usually holds a whole /64), IPv4-mapped IPv6
 //! as the IPv4 address.
@@ -15,6 +16,9 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 pub const MAX_PER_ROOM_AND_IP: u32 = 5;
 /// Failed attempts per IP (all rooms) per window; beyond: `rate-limited`.
 pub const MAX_PER_IP: u32 = 20;
+/// Slow hashes (a room created with a password, or a password checked) per IP per window:
+/// argon2 costs tens of milliseconds and 19 MiB, so hashing on demand must be bounded too.
+pub const MAX_HASHES_PER_IP: u32 = 60;
 /// Most entries in each table; when full, expired entries go first, then the oldest.
 pub const MAX_ENTRIES: usize = 10_000;
 
@@ -50,6 +54,7 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 pub struct FailedAttempts {
     by_room_ip: HashMap<(String, IpAddr), Window>,
     by_ip: HashMap<IpAddr, Window>,
+    hashes_by_ip: HashMap<IpAddr, Window>,
     max_entries: usize,
 }
 
@@ -65,6 +70,7 @@ impl FailedAttempts {
         Self {
             by_room_ip: HashMap::new(),
             by_ip: HashMap::new(),
+            hashes_by_ip: HashMap::new(),
             max_entries: max_entries.max(1),
         }
     }
@@ -94,10 +100,23 @@ impl FailedAttempts {
         );
     }
 
-    /// Entries held (both tables): never more than twice the cap.
+    /// Takes one slow hash from `ip`'s budget; `false` (and nothing taken) when it is spent.
+    pub fn try_hash(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let ip = source_key(ip);
+        let spent = self
+            .hashes_by_ip
+            .get(&ip)
+            .is_some_and(|w| w.live(now) && w.failures >= MAX_HASHES_PER_IP);
+        if !spent {
+            bump(&mut self.hashes_by_ip, ip, now, self.max_entries);
+        }
+        !spent
+    }
+
+    /// Entries held (all tables): never more than three times the cap.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.by_ip.len() + self.by_room_ip.len()
+        self.by_ip.len() + self.by_room_ip.len() + self.hashes_by_ip.len()
     }
 
     #[must_use]
@@ -178,6 +197,18 @@ mod tests {
     }
 
     #[test]
+    fn each_ip_may_cause_a_bounded_number_of_slow_hashes_per_window() {
+        let mut a = FailedAttempts::default();
+        let t0 = Instant::now();
+        for _ in 0..MAX_HASHES_PER_IP {
+            assert!(a.try_hash(ip("192.0.2.1"), t0));
+        }
+        assert!(!a.try_hash(ip("192.0.2.1"), t0));
+        assert!(a.try_hash(ip("192.0.2.2"), t0));
+        assert!(a.try_hash(ip("192.0.2.1"), t0 + WINDOW));
+    }
+
+    #[test]
     fn the_tables_never_hold_more_than_the_cap_under_a_spray_of_sources_and_rooms() {
         let mut a = FailedAttempts::new(100);
         let t0 = Instant::now();
@@ -192,7 +223,7 @@ mod tests {
         }
         // Expired entries are dropped first when the table is full.
         a.handle_failure("late", ip("192.0.2.9"), t0 + WINDOW * 10);
-        assert!(a.len() <= 200);
+        assert!(a.len() <= 300);
         assert!(!a.is_empty());
     }
 }

@@ -222,6 +222,18 @@ async fn relay(
     Ok(json!({"ok": true}))
 }
 
+/// One slow hash from this source's budget, else `rate-limited`.
+fn admit_hash(hub: &Hub, me: &PeerCtx) -> Result<(), Refusal> {
+    if hub.passwords.admit_hash(me.ip) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            ErrorCode::RateLimited,
+            "too many room passwords from this address; try again later",
+        ))
+    }
+}
+
 async fn join(hub: &Hub, me: &PeerCtx, j: Join) -> Result<Value, Refusal> {
     let Join {
         room,
@@ -261,13 +273,17 @@ async fn join(hub: &Hub, me: &PeerCtx, j: Join) -> Result<Value, Refusal> {
                 ));
             }
             let ok = match password {
-                Some(p) => hub.passwords.verify(hash.clone(), p).await,
+                Some(p) => {
+                    admit_hash(hub, me)?;
+                    hub.passwords.verify(hash.clone(), p).await
+                }
                 None => false,
             };
             (ok.then_some(hash), None)
         }
         RoomLock::Absent => match password {
             Some(p) => {
+                admit_hash(hub, me)?;
                 let hash = hub
                     .passwords
                     .hash(p)
