@@ -10,7 +10,45 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use switchboard_config::credentials::valid_user_id;
-use switchboard_config::{Auth, CorsOrigins};
+use switchboard_config::{Auth, CorsOrigins, SignalingConfig};
+
+/// Clock skew allowed on `exp` and `nbf`, in seconds. jsonwebtoken's default is 60 s; a
+/// few seconds cover NTP-synchronised hosts without stretching a token's life by a minute.
+pub const JWT_LEEWAY_SECS: u64 = 5;
+
+/// What a JWT must claim besides a valid signature, `exp`, `nbf` (when present) and `sub`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JwtRules {
+    /// `signaling.jwt_audience`: when set, `aud` must contain it; when unset, `aud` is not
+    /// checked (any or none).
+    pub audience: Option<String>,
+    /// `signaling.jwt_issuer`: when set, `iss` must equal it.
+    pub issuer: Option<String>,
+}
+
+impl JwtRules {
+    fn validation(&self) -> Validation {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.leeway = JWT_LEEWAY_SECS;
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        match &self.audience {
+            Some(aud) => {
+                v.set_audience(&[aud]);
+                required.push("aud");
+            }
+            // jsonwebtoken refuses any `aud` unless told which one to expect.
+            None => v.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            v.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        v.set_required_spec_claims(&required);
+        v
+    }
+}
 
 /// Why a client was refused. Clients see only the stable message, never the cause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +64,25 @@ pub enum AuthError {
 pub struct Subject {
     /// The TURN user id fixed by the token; `None` when auth is off.
     pub user_id: Option<String>,
+}
+
+/// Longest part of a client's `username` kept as the prefix of a server-chosen user id.
+pub const USER_ID_PREFIX_LEN: usize = 32;
+
+/// A TURN user id chosen by the server (`auth = "none"`): random, 128 bits, so no client can
+/// name, and so spend, another user's relay quota (the relay counts allocations per user
+/// id). `prefix` (the client's `?username=`, already checked with `valid_user_id`) may only
+/// prefix it, cut to [`USER_ID_PREFIX_LEN`] characters.
+#[must_use]
+pub fn server_chosen_user_id(prefix: Option<&str>) -> String {
+    let random = uuid::Uuid::new_v4().simple();
+    match prefix {
+        Some(p) if !p.is_empty() => {
+            let p: String = p.chars().take(USER_ID_PREFIX_LEN).collect();
+            format!("{p}-{random}")
+        }
+        _ => format!("anon-{random}"),
+    }
 }
 
 /// Checks client tokens against the configured mode.
@@ -44,7 +101,7 @@ enum Mode {
     None,
     /// SHA-256 digests of the accepted tokens (compared in constant time).
     Token(Vec<[u8; 32]>),
-    Jwt(Box<DecodingKey>),
+    Jwt(Box<(DecodingKey, Validation)>),
 }
 
 #[derive(Deserialize)]
@@ -68,8 +125,28 @@ pub fn token_subject(token: &str) -> String {
 }
 
 impl Authenticator {
+    /// The authenticator of `[signaling]` (auth mode, admin token, JWT rules).
+    #[must_use]
+    pub fn from_config(sig: &SignalingConfig) -> Self {
+        let rules = JwtRules {
+            audience: sig.jwt_audience.clone(),
+            issuer: sig.jwt_issuer.clone(),
+        };
+        Self::with_jwt_rules(&sig.auth, sig.admin_token.as_ref(), &rules)
+    }
+
+    /// Without JWT audience or issuer rules.
     #[must_use]
     pub fn new(auth: &Auth, admin_token: Option<&SecretString>) -> Self {
+        Self::with_jwt_rules(auth, admin_token, &JwtRules::default())
+    }
+
+    #[must_use]
+    pub fn with_jwt_rules(
+        auth: &Auth,
+        admin_token: Option<&SecretString>,
+        rules: &JwtRules,
+    ) -> Self {
         let mode = match auth {
             Auth::None => Mode::None,
             Auth::Token(list) => Mode::Token(
@@ -77,8 +154,9 @@ impl Authenticator {
                     .map(|t| sha256(t.expose_secret().trim()))
                     .collect(),
             ),
-            Auth::Jwt(secret) => Mode::Jwt(Box::new(DecodingKey::from_secret(
-                secret.expose_secret().as_bytes(),
+            Auth::Jwt(secret) => Mode::Jwt(Box::new((
+                DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+                rules.validation(),
             ))),
         };
         Self {
@@ -112,11 +190,10 @@ impl Authenticator {
                     Err(AuthError::Invalid)
                 }
             }
-            Mode::Jwt(key) => {
+            Mode::Jwt(jwt) => {
+                let (key, validation) = &**jwt;
                 let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
-                let mut validation = Validation::new(Algorithm::HS256);
-                validation.set_required_spec_claims(&["exp", "sub"]);
-                let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
+                let data = jsonwebtoken::decode::<Claims>(token, key, validation)
                     .map_err(|_| AuthError::Invalid)?;
                 if !valid_user_id(&data.claims.sub) {
                     return Err(AuthError::Invalid);
@@ -225,6 +302,64 @@ mod tests {
         let colon = jwt("jwt-secret", json!({"sub": "a:b", "exp": future()}));
         assert_eq!(a.authenticate(Some(&colon)), Err(AuthError::Invalid));
         assert_eq!(a.authenticate(Some("garbage")), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn jwt_nbf_in_the_future_is_refused_and_in_the_past_accepted() {
+        let a = Authenticator::new(&Auth::Jwt(s("k")), None);
+        let now = switchboard_config::unix_now();
+        let early = jwt("k", json!({"sub": "al", "exp": future(), "nbf": now + 600}));
+        assert_eq!(a.authenticate(Some(&early)), Err(AuthError::Invalid));
+        let ok = jwt("k", json!({"sub": "al", "exp": future(), "nbf": now - 10}));
+        assert!(a.authenticate(Some(&ok)).is_ok());
+    }
+
+    #[test]
+    fn jwt_aud_is_ignored_when_unset_and_must_match_when_set() {
+        let open = Authenticator::new(&Auth::Jwt(s("k")), None);
+        let with_aud = jwt("k", json!({"sub": "al", "exp": future(), "aud": "app"}));
+        assert!(
+            open.authenticate(Some(&with_aud)).is_ok(),
+            "any aud when unset"
+        );
+        let rules = JwtRules {
+            audience: Some("app".into()),
+            issuer: Some("https://idp.example".into()),
+        };
+        let strict = Authenticator::with_jwt_rules(&Auth::Jwt(s("k")), None, &rules);
+        let good = jwt(
+            "k",
+            json!({"sub": "al", "exp": future(), "aud": ["other", "app"], "iss": "https://idp.example"}),
+        );
+        assert!(strict.authenticate(Some(&good)).is_ok());
+        for bad in [
+            json!({"sub": "al", "exp": future(), "aud": "other", "iss": "https://idp.example"}),
+            json!({"sub": "al", "exp": future(), "iss": "https://idp.example"}),
+            json!({"sub": "al", "exp": future(), "aud": "app", "iss": "https://evil.example"}),
+            json!({"sub": "al", "exp": future(), "aud": "app"}),
+        ] {
+            let t = jwt("k", bad.clone());
+            assert_eq!(
+                strict.authenticate(Some(&t)),
+                Err(AuthError::Invalid),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_chosen_user_ids_are_random_valid_and_only_prefixed_by_the_client() {
+        let a = server_chosen_user_id(Some("alice"));
+        let b = server_chosen_user_id(Some("alice"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("alice-") && a != "alice", "{a}");
+        let long = "x".repeat(128);
+        let c = server_chosen_user_id(Some(&long));
+        assert!(
+            valid_user_id(&c) && c.len() == USER_ID_PREFIX_LEN + 33,
+            "{c}"
+        );
+        assert!(server_chosen_user_id(None).starts_with("anon-"));
     }
 
     #[test]

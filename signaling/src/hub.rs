@@ -15,10 +15,12 @@ use switchboard_config::{Config, unix_now};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
 
-use crate::auth::Authenticator;
+use crate::auth::origin_allowed;
 use crate::conn_limit::PerIpConnections;
 use crate::ice::{IceServersResponse, ice_servers};
+use crate::live::{Live, needs_restart};
 use crate::metrics::Metrics;
+use crate::passwords::Passwords;
 use crate::protocol::{ErrorCode, Refusal};
 use crate::rooms::Rooms;
 use crate::socket::inbound::QueuedBytes;
@@ -43,7 +45,10 @@ pub struct Hub {
     pub cfg: Arc<Config>,
     pub store: Arc<dyn RoomStore>,
     pub metrics: Metrics,
-    pub auth: Authenticator,
+    /// What SIGHUP can change: auth, TURN secrets, admin token, CORS origins.
+    live: RwLock<Arc<Live>>,
+    /// Room-password hashing (off the runtime) and the failed-attempt limiter.
+    pub passwords: Passwords,
     ice_uris: IceUris,
     /// peer id → that peer's outbound queue.
     peers: RwLock<HashMap<String, PeerQueue>>,
@@ -75,7 +80,7 @@ impl Hub {
     /// Builds the state on any [`RoomStore`].
     #[must_use]
     pub fn with_store(cfg: Arc<Config>, store: Arc<dyn RoomStore>) -> Arc<Self> {
-        let auth = Authenticator::new(&cfg.signaling.auth, cfg.signaling.admin_token.as_ref());
+        let live = RwLock::new(Arc::new(Live::from_config(&cfg)));
         let ice_uris = ice_uris(&cfg.turn, &cfg.relay);
         let per_ip = PerIpConnections::new(
             cfg.signaling.max_connections_per_ip,
@@ -85,7 +90,8 @@ impl Hub {
             cfg,
             store,
             metrics: Metrics::new(),
-            auth,
+            live,
+            passwords: Passwords::default(),
             ice_uris,
             peers: RwLock::new(HashMap::new()),
             per_ip: Mutex::new(per_ip),
@@ -109,12 +115,38 @@ impl Hub {
         self.started.elapsed()
     }
 
+    /// The hot-reloadable settings now in force.
+    #[must_use]
+    pub fn live(&self) -> Arc<Live> {
+        self.live
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Applies the hot-reloadable settings of `new` (SIGHUP); the keys that differ from the
+    /// start-up configuration but need a restart.
+    pub fn reload(&self, new: &Config) -> Vec<&'static str> {
+        let live = Arc::new(Live::from_config(new));
+        *self
+            .live
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = live;
+        needs_restart(&self.cfg, new)
+    }
+
+    /// Whether a browser at `origin` may use this server (the live `cors_origins`).
+    #[must_use]
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        origin_allowed(&self.live().cors_origins, origin)
+    }
+
     /// A fresh ICE server answer for `user_id`.
     #[must_use]
     pub fn ice_servers(&self, user_id: &str) -> IceServersResponse {
         ice_servers(
             &self.ice_uris,
-            self.cfg.turn.secrets.signing(),
+            self.live().secrets.signing(),
             self.cfg.turn.credential_ttl,
             user_id,
             unix_now(),

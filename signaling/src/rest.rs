@@ -2,13 +2,15 @@
 
 mod error;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::ConnectInfo;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,9 +18,9 @@ use switchboard_config::credentials::valid_user_id;
 
 pub use error::AppError;
 
-use crate::auth::bearer;
+use crate::auth::{bearer, server_chosen_user_id};
 use crate::hub::Hub;
-use crate::rooms::{MAX_DISPLAY_NAME_LEN, PasswordHash, RoomInfo};
+use crate::rooms::{MAX_DISPLAY_NAME_LEN, RoomInfo};
 
 fn token(headers: &HeaderMap) -> Option<&str> {
     bearer(
@@ -30,7 +32,8 @@ fn token(headers: &HeaderMap) -> Option<&str> {
 
 /// Checks the client token; the auth subject (TURN user id) when auth is on.
 fn authenticate(hub: &Hub, headers: &HeaderMap) -> Result<Option<String>, AppError> {
-    hub.auth
+    hub.live()
+        .auth
         .authenticate(token(headers))
         .map(|s| s.user_id)
         .map_err(|e| {
@@ -98,13 +101,14 @@ pub async fn ice_servers(
     }
     let user_id = match (subject, q.username) {
         (Some(sub), _) => sub,
-        (None, Some(u)) if valid_user_id(&u) => u,
+        // Auth off: the server chooses; the client's word may only prefix it (SPEC 2).
+        (None, Some(u)) if valid_user_id(&u) => server_chosen_user_id(Some(&u)),
         (None, Some(_)) => {
             return Err(AppError::bad_request(
                 "`username` must be 1-128 printable characters without `:` or spaces",
             ));
         }
-        (None, None) => format!("anon-{}", uuid::Uuid::new_v4().simple()),
+        (None, None) => server_chosen_user_id(None),
     };
     let mut res = Json(hub.ice_servers(&user_id)).into_response();
     res.headers_mut()
@@ -128,7 +132,7 @@ fn room_view(info: RoomInfo, admin: bool) -> Value {
 
 /// Whether the request carries the admin token.
 fn is_admin(hub: &Hub, headers: &HeaderMap) -> bool {
-    hub.auth.check_admin(token(headers)) == Some(true)
+    hub.live().auth.check_admin(token(headers)) == Some(true)
 }
 
 /// `GET /api/rooms`.
@@ -162,6 +166,7 @@ pub struct CreateRoom {
 pub async fn create_room(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
+    extensions: Extensions,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     authenticate(&hub, &headers)?;
@@ -196,10 +201,28 @@ pub async fn create_room(
         return Err(AppError::bad_request("`maxPeers` must be at least 1"));
     }
     let id = uuid::Uuid::new_v4().to_string();
-    let password = body
-        .password
-        .filter(|p| !p.is_empty())
-        .map(|p| PasswordHash::new(&p, rand::random()));
+    let password = match body.password.filter(|p| !p.is_empty()) {
+        Some(p) => {
+            // Set by `serve`; router-only tests have no address and share one budget.
+            let ip = extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+            if !hub.passwords.admit_hash(ip) {
+                return Err(AppError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate-limited",
+                    "too many room passwords from this address; try again later",
+                ));
+            }
+            Some(
+                hub.passwords
+                    .hash(p)
+                    .await
+                    .ok_or_else(|| AppError::bad_request("the password could not be hashed"))?,
+            )
+        }
+        None => None,
+    };
     let now_ms = u64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -244,7 +267,7 @@ pub async fn delete_room(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    match hub.auth.check_admin(token(&headers)) {
+    match hub.live().auth.check_admin(token(&headers)) {
         None => {
             return Err(AppError::forbidden(
                 "no admin token is configured: room deletion is disabled",

@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde::Serialize;
 use serde_json::Value;
 
+pub mod attempts;
 mod password;
 
 pub use password::PasswordHash;
@@ -91,9 +92,20 @@ impl Room {
 pub struct JoinRequest {
     pub room_id: String,
     pub peer: Peer,
-    pub password: Option<String>,
-    /// Salt for hashing the password when this join creates the room.
-    pub salt: [u8; 16],
+    /// The room's password hash that the joiner's password was checked against (slow, so
+    /// done before, off the lock); `None` when not checked or wrong.
+    pub verified: Option<PasswordHash>,
+    /// The password of the room when this join creates it.
+    pub new_password: Option<PasswordHash>,
+}
+
+/// Whether a room asks for a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomLock {
+    /// No such room (a join would create it).
+    Absent,
+    Open,
+    Locked(PasswordHash),
 }
 
 /// Why a join was refused.
@@ -254,7 +266,7 @@ impl Rooms {
                 });
             }
             if let Some(hash) = &room.password
-                && !hash.matches(req.password.as_deref().unwrap_or(""))
+                && req.verified.as_ref() != Some(hash)
             {
                 return Err(JoinError::WrongPassword);
             }
@@ -272,11 +284,7 @@ impl Rooms {
             .or_insert_with(|| Room {
                 name: None,
                 max_peers: default_max,
-                password: req
-                    .password
-                    .as_deref()
-                    .filter(|p| !p.is_empty())
-                    .map(|p| PasswordHash::new(p, req.salt)),
+                password: req.new_password,
                 persistent: false,
                 created_at: req.peer.joined_at,
                 members: Vec::new(),
@@ -292,6 +300,18 @@ impl Rooms {
             others,
             is_new: true,
         })
+    }
+
+    /// Whether `room_id` exists and asks for a password.
+    #[must_use]
+    pub fn lock_of(&self, room_id: &str) -> RoomLock {
+        match self.rooms.get(room_id) {
+            None => RoomLock::Absent,
+            Some(Room { password: None, .. }) => RoomLock::Open,
+            Some(Room {
+                password: Some(h), ..
+            }) => RoomLock::Locked(h.clone()),
+        }
     }
 
     /// Leaves one room.

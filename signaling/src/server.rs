@@ -15,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use socketioxide::SocketIo;
-use switchboard_config::{Config, CorsOrigins};
+use switchboard_config::{Component, Config, CorsOrigins, Origin, process_env};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -29,15 +29,17 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest shutdown may take after SIGTERM/SIGINT before the process exits anyway.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn cors(origins: &CorsOrigins) -> CorsLayer {
-    let allow = match origins {
-        CorsOrigins::Any => AllowOrigin::any(),
-        CorsOrigins::List(list) => AllowOrigin::list(
-            list.iter()
-                .filter_map(|o| HeaderValue::from_str(o).ok())
-                .collect::<Vec<_>>(),
-        ),
-    };
+/// CORS from the live `cors_origins` (SIGHUP changes them): the allowed origin is echoed.
+fn cors(hub: &Arc<Hub>) -> CorsLayer {
+    let hub = hub.clone();
+    let allow = AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+        origin
+            .to_str()
+            .is_ok_and(|o| match &hub.live().cors_origins {
+                CorsOrigins::Any => true,
+                CorsOrigins::List(list) => list.iter().any(|a| a == o),
+            })
+    });
     CorsLayer::new()
         .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
@@ -77,7 +79,7 @@ pub fn app(hub: Arc<Hub>) -> (Router, SocketIo) {
             hub.clone(),
             limit_connections_per_ip,
         ))
-        .layer(cors(&sig.cors_origins));
+        .layer(cors(&hub));
     (router, io)
 }
 
@@ -232,10 +234,18 @@ fn check_supported(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGTERM and SIGINT, registered up front so that a signal right after READY=1 is not lost.
+/// SIGTERM, SIGINT and SIGHUP, registered up front so that a signal right after READY=1 is
+/// not lost (and SIGHUP never takes the default action, which ends the process).
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+/// What a signal asks for.
+enum Ask {
+    Stop(&'static str),
+    Reload,
 }
 
 impl Signals {
@@ -244,15 +254,60 @@ impl Signals {
         Ok(Self {
             term: signal(SignalKind::terminate()).context("could not handle SIGTERM")?,
             int: signal(SignalKind::interrupt()).context("could not handle SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("could not handle SIGHUP")?,
         })
     }
 
-    async fn recv(&mut self) -> &'static str {
+    async fn recv(&mut self) -> Ask {
         tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => Ask::Stop("SIGTERM"),
+            _ = self.int.recv() => Ask::Stop("SIGINT"),
+            _ = self.hup.recv() => Ask::Reload,
         }
     }
+}
+
+/// SIGHUP: re-reads the file the service started from; applies the hot-reloadable settings
+/// or, when the file is invalid, keeps every current setting. Never ends the process.
+async fn reload(hub: &Hub) {
+    // RELOADING=1 with MONOTONIC_USEC (systemd's Type=notify-reload), READY=1 when done.
+    let mut reloading = vec![sd_notify::NotifyState::Reloading];
+    reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+    if let Err(e) = sd_notify::notify(false, &reloading) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+    match &hub.cfg.origin {
+        Origin::DevelopmentDefaults => {
+            tracing::warn!("SIGHUP: running on built-in defaults, there is no file to reload");
+        }
+        Origin::File(path) => {
+            let path = path.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                switchboard_config::load_file(&path, Component::Signaling, &process_env)
+            })
+            .await;
+            match loaded {
+                Ok(Ok(new)) => {
+                    let restart = hub.reload(&new);
+                    tracing::info!(
+                        auth = ?new.signaling.auth.mode(),
+                        secrets = new.turn.secrets.len(),
+                        "Configuration reloaded: TURN secrets, auth, admin token and CORS origins applied"
+                    );
+                    if !restart.is_empty() {
+                        tracing::warn!(keys = ?restart, "Changed keys need a restart to apply");
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!("Reload refused, keeping the current settings: {e}");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Reload failed, keeping the current settings");
+                }
+            }
+        }
+    }
+    notify(sd_notify::NotifyState::Ready);
 }
 
 fn notify(state: sd_notify::NotifyState<'_>) {
@@ -299,17 +354,22 @@ pub fn main_with(cfg: Config) -> anyhow::Result<()> {
             hub.clone(),
             std::future::pending(),
         ));
-        let mut server = tokio::spawn(serve(listener, hub, stop));
-        let sig = tokio::select! {
-            res = &mut server => {
-                // The server ended without a signal: that is a failure.
-                return match res {
-                    Ok(Ok(())) => Err(anyhow::anyhow!("the server stopped unexpectedly")),
-                    Ok(Err(e)) => Err(e),
-                    Err(e) => Err(anyhow::anyhow!("server task failed: {e}")),
-                };
+        let mut server = tokio::spawn(serve(listener, hub.clone(), stop));
+        let sig = loop {
+            tokio::select! {
+                res = &mut server => {
+                    // The server ended without a signal: that is a failure.
+                    return match res {
+                        Ok(Ok(())) => Err(anyhow::anyhow!("the server stopped unexpectedly")),
+                        Ok(Err(e)) => Err(e),
+                        Err(e) => Err(anyhow::anyhow!("server task failed: {e}")),
+                    };
+                }
+                ask = signals.recv() => match ask {
+                    Ask::Stop(sig) => break sig,
+                    Ask::Reload => reload(&hub).await,
+                },
             }
-            sig = signals.recv() => sig,
         };
         tracing::info!(signal = sig, "Stopping");
         notify(sd_notify::NotifyState::Stopping);

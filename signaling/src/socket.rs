@@ -26,7 +26,7 @@ use socketioxide::socket::Socket;
 use socketioxide::{SocketIo, TransportType};
 use tokio::sync::mpsc;
 
-use crate::auth::origin_allowed;
+use crate::auth::server_chosen_user_id;
 use crate::hub::{Hub, PeerQueue};
 use crate::ratelimit::EventLimiter;
 use inbound::{Inbound, InboundItem, Inbox, QueuedBytes};
@@ -112,7 +112,7 @@ fn handshake(
         .headers
         .get(axum::http::header::ORIGIN)
         .and_then(|v| v.to_str().ok());
-    if !origin_allowed(&hub.cfg.signaling.cors_origins, origin) {
+    if !hub.origin_allowed(origin) {
         hub.metrics.auth_failures.inc();
         tracing::debug!(sid = %s.id, origin = ?origin, "Handshake refused: origin not allowed");
         return Err(Refused("origin not allowed"));
@@ -121,7 +121,7 @@ fn handshake(
         .as_ref()
         .and_then(|a| a.get("token"))
         .and_then(Value::as_str);
-    let subject = match hub.auth.authenticate(token) {
+    let subject = match hub.live().auth.authenticate(token) {
         Ok(sub) => sub.user_id,
         Err(e) => {
             hub.metrics.auth_failures.inc();
@@ -178,9 +178,15 @@ fn handshake(
     hub.metrics.connections_total.inc();
     let me = PeerCtx {
         id: id.clone(),
+        // Set by `serve` (`into_make_service_with_connect_info`); unspecified in router-only
+        // tests.
+        ip: ip.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+        counted_ip: ip,
+        turn_user: subject
+            .clone()
+            .unwrap_or_else(|| server_chosen_user_id(None)),
         subject,
         fallback_user: format!("anon-{}", uuid::Uuid::new_v4().simple()),
-        ip,
     };
     tokio::spawn(outbound::writer(
         Arc::downgrade(s),

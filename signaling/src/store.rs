@@ -11,12 +11,15 @@ use serde_json::Value;
 
 use crate::rooms::PasswordHash;
 use crate::rooms::{
-    JoinError, JoinRequest, Joined, Left, NotInRoom, Peer, RoomInfo, Rooms, TooManyRooms,
+    JoinError, JoinRequest, Joined, Left, NotInRoom, Peer, RoomInfo, RoomLock, Rooms, TooManyRooms,
 };
 
 /// Room state, shared by every connection of the service.
 #[async_trait]
 pub trait RoomStore: Send + Sync + 'static {
+    /// Whether `room_id` exists and asks for a password (checked before [`RoomStore::join`],
+    /// because the check is slow).
+    async fn lock_of(&self, room_id: &str) -> RoomLock;
     async fn join(&self, req: JoinRequest) -> Result<Joined, JoinError>;
     async fn leave(&self, room_id: &str, peer_id: &str) -> Result<Left, NotInRoom>;
     async fn leave_all(&self, peer_id: &str) -> Vec<Left>;
@@ -75,6 +78,9 @@ impl MemoryStore {
 
 #[async_trait]
 impl RoomStore for MemoryStore {
+    async fn lock_of(&self, room_id: &str) -> RoomLock {
+        self.with(|r| r.lock_of(room_id))
+    }
     async fn join(&self, req: JoinRequest) -> Result<Joined, JoinError> {
         self.with(|r| r.join(req))
     }

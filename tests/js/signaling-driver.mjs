@@ -34,6 +34,8 @@ function connect(opts = {}) {
       reconnection: false,
       auth: opts.auth,
       extraHeaders: opts.headers,
+      // Source address (any 127.0.0.0/8 address on Linux loopback): "another IP".
+      localAddress: opts.localAddress,
       timeout: WAIT_MS,
     });
     sockets.push(s);
@@ -235,6 +237,60 @@ const scenarios = {
     r.restWrong = await ask(b, "join-room", { roomId: rest.body.id, password: "nope" });
     r.restRight = await ask(b, "join-room", { roomId: rest.body.id, password: "pw" });
     r.listing = (await http("GET", "/api/rooms")).body;
+    return r;
+  },
+
+  // Guessing room passwords: one source on one room, then one source across rooms; the
+  // owner's correct password from another source keeps working.
+  async passwordGuessing() {
+    const owner = await connect();
+    const r = {};
+    r.create = await ask(owner, "join-room", { roomId: "vault", password: "right-one" });
+    const guesser = await connect({ localAddress: "127.0.0.2" });
+    r.guesses = [];
+    for (let i = 0; i < (args.guesses ?? 7); i++) {
+      const ack = await ask(guesser, "join-room", { roomId: "vault", password: `guess-${i}` });
+      r.guesses.push(ack.ok ? "ok" : ack.error.code);
+    }
+    const right = await ask(guesser, "join-room", { roomId: "vault", password: "right-one" });
+    r.rightFromGuesser = right.ok ? "ok" : right.error.code;
+    const friend = await connect({ localAddress: "127.0.0.3" });
+    const fr = await ask(friend, "join-room", { roomId: "vault", password: "right-one" });
+    r.rightFromOtherIp = fr.ok ? "ok" : fr.error.code;
+    // Across rooms: 4 wrong guesses on each of 5 REST rooms, then a sixth room.
+    const ids = [];
+    for (let i = 0; i < 6; i++) ids.push((await http("POST", "/api/rooms", { name: `locked-${i}`, password: "pw" })).body.id);
+    const sprayer = await connect({ localAddress: "127.0.0.4" });
+    r.spray = [];
+    for (const id of ids.slice(0, 5)) {
+      for (let i = 0; i < 4; i++) {
+        const ack = await ask(sprayer, "join-room", { roomId: id, password: `nope-${i}` });
+        r.spray.push(ack.ok ? "ok" : ack.error.code);
+      }
+    }
+    const sixth = await ask(sprayer, "join-room", { roomId: ids[5], password: "pw" });
+    r.sixthRoomFromSprayer = sixth.ok ? "ok" : sixth.error.code;
+    const other = await connect({ localAddress: "127.0.0.5" });
+    const os = await ask(other, "join-room", { roomId: ids[5], password: "pw" });
+    r.sixthRoomFromOtherIp = os.ok ? "ok" : os.error.code;
+    return r;
+  },
+
+  // Slow hashes on demand: REST rooms with a password from one address until refused, then
+  // a password join from that address and from another one.
+  async hashBudget() {
+    const r = { statuses: [] };
+    for (let i = 0; i < (args.creations ?? 61); i++) {
+      r.statuses.push((await http("POST", "/api/rooms", { name: `h-${i}`, password: "pw" })).status);
+    }
+    const same = await connect();
+    const a = await ask(same, "join-room", { roomId: "new-locked-1", password: "pw" });
+    r.joinFromSameIp = a.ok ? "ok" : a.error.code;
+    const open = await ask(same, "join-room", { roomId: "new-open" });
+    r.openJoinFromSameIp = open.ok ? "ok" : open.error.code;
+    const other = await connect({ localAddress: "127.0.0.6" });
+    const b = await ask(other, "join-room", { roomId: "new-locked-2", password: "pw" });
+    r.joinFromOtherIp = b.ok ? "ok" : b.error.code;
     return r;
   },
 
@@ -671,6 +727,25 @@ const scenarios = {
     const headers = { authorization: `Bearer ${attempts.good.token}` };
     r.restGood = await http("GET", "/api/ice-servers", undefined, headers);
     r.restForged = await http("GET", "/api/ice-servers", undefined, { authorization: `Bearer ${attempts.forged.token}` });
+    return r;
+  },
+
+  // Tokens signed with `secret` from `claims` ({name: claims}, with "NOW" + / - offsets in
+  // seconds as {"nbf": ["NOW", 600]}): each tried on the handshake and as a REST bearer.
+  async jwtClaims() {
+    const now = Math.floor(Date.now() / 1000);
+    const resolve = (v) => (Array.isArray(v) && v[0] === "NOW" ? now + v[1] : v);
+    const attempts = {};
+    for (const [name, claims] of Object.entries(args.claims)) {
+      attempts[name] = { token: jwt(args.secret, Object.fromEntries(Object.entries(claims).map(([k, v]) => [k, resolve(v)]))) };
+    }
+    args.attempts = attempts;
+    const socket = await scenarios.auth();
+    const r = {};
+    for (const [name, { token }] of Object.entries(attempts)) {
+      const rest = await http("GET", "/api/ice-servers", undefined, { authorization: `Bearer ${token}` });
+      r[name] = { socket: socket[name], rest: rest.status };
+    }
     return r;
   },
 

@@ -233,7 +233,11 @@ fn the_readme_run_command_serves_a_demo_that_connects_a_call_and_stops_on_ctrl_c
     use std::sync::{Arc, Mutex, mpsc};
     use std::time::Duration;
 
+    // Checked before the services start: a panic later would leave run-local.sh's services
+    // holding the development ports for every later run.
     let _ = require_tool("curl");
+    let _ = require_tool("chromium");
+    let _ = require_tool("node");
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")

@@ -108,6 +108,68 @@ fn with_jwt_auth_only_a_valid_unexpired_token_connects_and_sub_is_the_turn_user(
     assert_eq!(r["restForged"]["status"], json!(401));
 }
 
+/// Each named claim set on the handshake and as a REST bearer: `(connected, REST status)`.
+fn jwt_outcomes(extra: &str, claims: &serde_json::Value) -> serde_json::Value {
+    let ports = Ports::new();
+    let svc = common::start(
+        &ports,
+        &format!("auth = \"jwt\"\njwt_secret = \"{JWT_SECRET}\"\n{extra}"),
+    );
+    let r = common::drive(
+        &svc,
+        &ports,
+        "jwtClaims",
+        &json!({"secret": JWT_SECRET, "claims": claims}),
+    );
+    let mut out = serde_json::Map::new();
+    for (name, v) in r.as_object().into_iter().flatten() {
+        out.insert(name.clone(), json!([v["socket"]["connected"], v["rest"]]));
+        if v["socket"]["connected"] == json!(false) {
+            assert_eq!(v["socket"]["error"], "unauthorized", "{name}: {r}");
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
+#[test]
+fn a_jwt_that_is_not_yet_valid_is_refused_on_connect_and_rest() {
+    let r = jwt_outcomes(
+        "",
+        &json!({
+            "early": {"sub": "dave", "exp": ["NOW", 600], "nbf": ["NOW", 600]},
+            "started": {"sub": "dave", "exp": ["NOW", 600], "nbf": ["NOW", -60]},
+            "anyAud": {"sub": "dave", "exp": ["NOW", 600], "aud": "whatever"},
+        }),
+    );
+    assert_eq!(r["early"], json!([false, 401]), "{r}");
+    assert_eq!(r["started"], json!([true, 200]), "{r}");
+    assert_eq!(
+        r["anyAud"],
+        json!([true, 200]),
+        "without jwt_audience, aud is not checked: {r}"
+    );
+}
+
+#[test]
+fn with_jwt_audience_and_issuer_set_only_matching_tokens_are_accepted() {
+    let r = jwt_outcomes(
+        "jwt_audience = \"switchboard-app\"\njwt_issuer = \"https://idp.example\"",
+        &json!({
+            "right": {"sub": "erin", "exp": ["NOW", 600], "aud": "switchboard-app", "iss": "https://idp.example"},
+            "rightInList": {"sub": "erin", "exp": ["NOW", 600], "aud": ["x", "switchboard-app"], "iss": "https://idp.example"},
+            "wrongAud": {"sub": "erin", "exp": ["NOW", 600], "aud": "other-app", "iss": "https://idp.example"},
+            "noAud": {"sub": "erin", "exp": ["NOW", 600], "iss": "https://idp.example"},
+            "wrongIss": {"sub": "erin", "exp": ["NOW", 600], "aud": "switchboard-app", "iss": "https://evil.example"},
+            "noIss": {"sub": "erin", "exp": ["NOW", 600], "aud": "switchboard-app"},
+        }),
+    );
+    assert_eq!(r["right"], json!([true, 200]), "{r}");
+    assert_eq!(r["rightInList"], json!([true, 200]), "{r}");
+    for bad in ["wrongAud", "noAud", "wrongIss", "noIss"] {
+        assert_eq!(r[bad], json!([false, 401]), "{bad}: {r}");
+    }
+}
+
 #[test]
 fn a_browser_handshake_from_an_unlisted_origin_is_refused() {
     let ports = Ports::new();
@@ -133,4 +195,63 @@ fn a_browser_handshake_from_an_unlisted_origin_is_refused() {
             "{evil}: {r}"
         );
     }
+}
+
+/// The user id part of a TURN REST username (`expiry:user`).
+fn turn_user(username: &serde_json::Value) -> String {
+    let name = username.as_str().unwrap_or_default();
+    name.split_once(':')
+        .map(|(_, u)| u)
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn with_auth_off_clients_claiming_the_same_user_id_get_distinct_server_chosen_turn_users() {
+    // The relay counts allocations per TURN user id: if the client's word chose it, anyone
+    // could spend a named user's quota. Both clients join claiming `userId: "spoofed"`.
+    let ports = Ports::new();
+    let svc = common::start(&ports, "");
+    let r = common::drive(
+        &svc,
+        &ports,
+        "auth",
+        &json!({"attempts": {"first": null, "second": null}}),
+    );
+    let mut seen = Vec::new();
+    for who in ["first", "second"] {
+        let ack = &r[who]["ack"];
+        assert_eq!(ack["ok"], json!(true), "{r}");
+        let user = turn_user(&ack["iceServers"][1]["username"]);
+        assert!(
+            !user.is_empty() && !user.contains("spoofed"),
+            "{who}: {user}"
+        );
+        seen.push(user);
+    }
+    assert_ne!(seen[0], seen[1], "{r}");
+
+    // REST without auth: `?username=` may only prefix a fresh random id.
+    let b = base(&ports);
+    let users: Vec<String> = (0..2)
+        .map(|_| {
+            let res = http(
+                "GET",
+                &format!("{b}/api/ice-servers?username=alice"),
+                &[],
+                None,
+            );
+            assert_eq!(res.status, 200);
+            turn_user(&res.body["username"])
+        })
+        .collect();
+    for u in &users {
+        assert!(
+            u.starts_with("alice-") && u.len() > "alice-".len() + 16,
+            "{u}"
+        );
+    }
+    assert_ne!(users[0], users[1]);
+    let plain = http("GET", &format!("{b}/api/ice-servers"), &[], None);
+    assert!(turn_user(&plain.body["username"]).starts_with("anon-"));
 }

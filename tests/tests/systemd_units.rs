@@ -98,6 +98,11 @@ fn units_use_the_hardening_the_spec_requires() {
             assert!(text.contains(needle), "{unit} lacks {needle}");
         }
     }
-    let relay = std::fs::read_to_string(units_dir().join(UNITS[0])).expect("unit");
-    assert!(relay.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    for unit in UNITS {
+        let text = std::fs::read_to_string(units_dir().join(unit)).expect("unit");
+        assert!(
+            text.contains("ExecReload=/bin/kill -HUP $MAINPID"),
+            "{unit}: `systemctl reload` sends SIGHUP"
+        );
+    }
 }

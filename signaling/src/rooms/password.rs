@@ -1,16 +1,15 @@
-//! Room passwords: stored as salted SHA-256, compared in constant time.
-//!
-//! Room passwords are short-lived shared secrets for one call, not account passwords, so a
-//! salted SHA-256 (no stretching) is what we keep: the plain text never stays in memory.
+//! Room passwords: stored as argon2id PHC strings (RustCrypto `argon2`, default parameters:
+//! 19 MiB, 2 passes), so a leaked or guessed-at table costs an attacker the same slow hash per
+//! guess. Hashing and checking are slow on purpose: callers run them off the async runtime
+//! (see [`crate::passwords`]), never under the room lock.
 
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Argon2, PasswordHash as Phc};
 
-/// A salted digest of a room password.
+/// A salted argon2id hash of a room password (PHC string: algorithm, parameters, salt, hash).
 #[derive(Clone, PartialEq, Eq)]
 pub struct PasswordHash {
-    salt: [u8; 16],
-    digest: [u8; 32],
+    phc: String,
 }
 
 impl std::fmt::Debug for PasswordHash {
@@ -20,54 +19,54 @@ impl std::fmt::Debug for PasswordHash {
 }
 
 impl PasswordHash {
-    /// Hashes `password` with `salt` (random per room; given by the caller).
+    /// Hashes `password` with `salt` (random per room; given by the caller). Slow.
+    /// `None` only if argon2 refuses the input (it takes passwords up to 4 GiB).
     #[must_use]
-    pub fn new(password: &str, salt: [u8; 16]) -> Self {
-        Self {
-            salt,
-            digest: digest(&salt, password),
-        }
+    pub fn new(password: &str, salt: [u8; 16]) -> Option<Self> {
+        let salt = SaltString::encode_b64(&salt).ok()?;
+        let phc = Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .ok()?
+            .to_string();
+        Some(Self { phc })
     }
 
-    /// Constant-time comparison of the digests.
+    /// Whether `password` is the one hashed (argon2 compares in constant time). Slow.
     #[must_use]
     pub fn matches(&self, password: &str) -> bool {
-        digest(&self.salt, password).ct_eq(&self.digest).into()
+        Phc::new(&self.phc).is_ok_and(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
     }
-}
-
-fn digest(salt: &[u8; 16], password: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(salt);
-    h.update(password.as_bytes());
-    h.finalize().into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn hash(pw: &str, salt: u8) -> PasswordHash {
+        PasswordHash::new(pw, [salt; 16]).expect("hash")
+    }
+
     #[test]
     fn right_password_matches_and_wrong_or_empty_does_not() {
-        let h = PasswordHash::new("open sesame", [7; 16]);
+        let h = hash("open sesame", 7);
         assert!(h.matches("open sesame"));
         assert!(!h.matches("open sesamE"));
         assert!(!h.matches(""));
     }
 
     #[test]
-    fn same_password_with_different_salts_gives_different_digests() {
-        assert_ne!(
-            PasswordHash::new("pw", [1; 16]),
-            PasswordHash::new("pw", [2; 16])
-        );
+    fn same_password_with_different_salts_gives_different_hashes() {
+        assert_ne!(hash("pw", 1), hash("pw", 2));
     }
 
     #[test]
-    fn debug_output_never_shows_the_digest() {
-        assert_eq!(
-            format!("{:?}", PasswordHash::new("pw", [1; 16])),
-            "PasswordHash(<redacted>)"
-        );
+    fn the_hash_is_argon2id_and_debug_output_never_shows_it() {
+        let h = hash("pw", 1);
+        assert!(h.phc.starts_with("$argon2id$"), "{}", h.phc);
+        assert_eq!(format!("{h:?}"), "PasswordHash(<redacted>)");
     }
 }

@@ -15,12 +15,18 @@ fn peer(id: &str, at: u64) -> Peer {
     }
 }
 
+/// Joins the way the socket handler does: the password checked (or hashed) before the join.
 fn join(rooms: &mut Rooms, room: &str, id: &str, pw: Option<&str>) -> Result<Joined, JoinError> {
+    let (verified, new_password) = match rooms.lock_of(room) {
+        RoomLock::Locked(h) => (pw.is_some_and(|p| h.matches(p)).then_some(h), None),
+        RoomLock::Absent => (None, pw.and_then(|p| PasswordHash::new(p, [3; 16]))),
+        RoomLock::Open => (None, None),
+    };
     rooms.join(JoinRequest {
         room_id: room.into(),
         peer: peer(id, 1),
-        password: pw.map(str::to_string),
-        salt: [3; 16],
+        verified,
+        new_password,
     })
 }
 

@@ -6,7 +6,7 @@ use switchboard_config::credentials::valid_user_id;
 
 use crate::hub::Hub;
 use crate::protocol::{ClientEvent, ErrorCode, Fields, Refusal, ok_with};
-use crate::rooms::{JoinError, JoinRequest, MAX_DISPLAY_NAME_LEN, Peer, valid_room_id};
+use crate::rooms::{JoinError, JoinRequest, MAX_DISPLAY_NAME_LEN, Peer, RoomLock, valid_room_id};
 use crate::socket::outbound::{Origin, Outbound};
 use crate::socket::session::PeerCtx;
 
@@ -222,6 +222,18 @@ async fn relay(
     Ok(json!({"ok": true}))
 }
 
+/// One slow hash from this source's budget, else `rate-limited`.
+fn admit_hash(hub: &Hub, me: &PeerCtx) -> Result<(), Refusal> {
+    if hub.passwords.admit_hash(me.ip) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            ErrorCode::RateLimited,
+            "too many room passwords from this address; try again later",
+        ))
+    }
+}
+
 async fn join(hub: &Hub, me: &PeerCtx, j: Join) -> Result<Value, Refusal> {
     let Join {
         room,
@@ -249,15 +261,54 @@ async fn join(hub: &Hub, me: &PeerCtx, j: Join) -> Result<Value, Refusal> {
         state: json!({}),
         joined_at: now_ms(),
     };
+    let password = password.filter(|p| !p.is_empty());
+    // The password check is slow (argon2): done here, off the room lock, and only while the
+    // source has attempts left.
+    let (verified, new_password) = match hub.store.lock_of(&room).await {
+        RoomLock::Locked(hash) => {
+            if !hub.passwords.may_try(&room, me.ip) {
+                return Err(Refusal::new(
+                    ErrorCode::RateLimited,
+                    "too many wrong passwords; try again later",
+                ));
+            }
+            let ok = match password {
+                Some(p) => {
+                    admit_hash(hub, me)?;
+                    hub.passwords.verify(hash.clone(), p).await
+                }
+                None => false,
+            };
+            (ok.then_some(hash), None)
+        }
+        RoomLock::Absent => match password {
+            Some(p) => {
+                admit_hash(hub, me)?;
+                let hash = hub
+                    .passwords
+                    .hash(p)
+                    .await
+                    .ok_or_else(|| Refusal::bad("the password could not be hashed"))?;
+                (None, Some(hash))
+            }
+            None => (None, None),
+        },
+        RoomLock::Open => (None, None),
+    };
     let joined = hub
         .store
         .join(JoinRequest {
             room_id: room.clone(),
             peer,
-            password,
-            salt: rand::random(),
+            verified,
+            new_password,
         })
         .await
+        .inspect_err(|&e| {
+            if e == JoinError::WrongPassword {
+                hub.passwords.handle_failure(&room, me.ip);
+            }
+        })
         .map_err(|e| match e {
             JoinError::InvalidRoomId => Refusal::bad(e.to_string()),
             JoinError::RoomFull => Refusal::new(ErrorCode::RoomFull, e.to_string()),
@@ -284,7 +335,8 @@ async fn join(hub: &Hub, me: &PeerCtx, j: Join) -> Result<Value, Refusal> {
         json!({"roomId": room, "users": users}),
     )
     .await;
-    let ice = hub.ice_servers(&user_id);
+    // Not `user_id`: with auth off that is the client's word (SPEC section 2).
+    let ice = hub.ice_servers(&me.turn_user);
     Ok(ok_with(json!({
         "roomId": room,
         "self": joined.me,

@@ -22,8 +22,14 @@ pub struct PeerCtx {
     pub subject: Option<String>,
     /// User id used when auth is off and the client gives none.
     pub fallback_user: String,
-    /// The source address, counted against `signaling.max_connections_per_ip`.
-    pub ip: Option<std::net::IpAddr>,
+    /// The TURN user id of this connection's credentials: the auth subject, else chosen by
+    /// the server for this connection (never the client's `userId`).
+    pub turn_user: String,
+    /// The client's address (failed room-password attempts are counted per source IP).
+    pub ip: std::net::IpAddr,
+    /// The source address counted against `signaling.max_connections_per_ip` (released on
+    /// disconnect); `None` when the transport gave none.
+    pub counted_ip: Option<std::net::IpAddr>,
 }
 
 /// Runs until the socket disconnects (or its inbound queue closes).
@@ -95,7 +101,7 @@ async fn cleanup(hub: &Hub, me: &PeerCtx) {
             .await;
     }
     hub.unregister_peer(&me.id);
-    if let Some(ip) = me.ip {
+    if let Some(ip) = me.counted_ip {
         hub.remove_connection(ip);
     }
     hub.metrics.connections.dec();
