@@ -33,8 +33,11 @@ COPY --from=build /usr/local/bin/switchboard-signaling /usr/local/bin/switchboar
 COPY config/switchboard.example.toml /etc/switchboard/switchboard.example.toml
 ENV SWITCHBOARD_CONFIG=/etc/switchboard/switchboard.toml
 USER switchboard:switchboard
-# signaling HTTP + Socket.IO; STUN/TURN udp+tcp; TURN over TLS; relay metrics; relayed ports.
-EXPOSE 8080/tcp 3478/udp 3478/tcp 5349/tcp 443/tcp 9641/tcp 49152-65535/udp
+# The public ports (README, "DNS and firewall"): signaling HTTP + Socket.IO; STUN/TURN
+# udp+tcp; TURN over TLS; relayed ports. Not exposed: /metrics listens on loopback by
+# default, relay.metrics_listen = 127.0.0.1:9641 and signaling.metrics_listen =
+# 127.0.0.1:9642; keep them private (scrape from the host or a private network).
+EXPOSE 8080/tcp 3478/udp 3478/tcp 5349/tcp 443/tcp 49152-65535/udp
 # Healthy when the service running as PID 1 answers GET /health on the address its config
 # names (`--health`: signaling.listen, or relay.metrics_listen for the relay).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \

@@ -157,15 +157,18 @@ pub fn probe_health(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
     }
 }
 
-/// Logs to stderr, human or JSON; `RUST_LOG` wins over `log_level`.
+/// Logs to stderr, human or JSON, coloured only when stderr is a terminal; `RUST_LOG` wins
+/// over `log_level`.
 pub fn init_logging(cfg: &Config) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v).map_err(|e| format!("RUST_LOG: {e}"))?,
         _ => EnvFilter::try_new(cfg.log_level.as_deref().unwrap_or("info"))
             .map_err(|e| e.to_string())?,
     };
+    // Colour codes only on a terminal: in journald, files and pipes they are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let result = match cfg.log_format {
         LogFormat::Human => builder.try_init(),

@@ -13,6 +13,7 @@ pub mod framing;
 pub mod fuzzing;
 pub mod gate;
 pub mod http;
+pub mod listening;
 pub mod metrics;
 pub mod nonce;
 pub mod policy;
@@ -26,6 +27,7 @@ pub mod transport;
 pub mod wire;
 
 use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -35,6 +37,7 @@ use tokio::sync::mpsc;
 
 pub use server::Relay;
 
+use crate::listening::ListeningOn;
 use crate::metrics::Metrics;
 use crate::stream_transport::StreamListeners;
 use crate::transport::ClientTransport;
@@ -78,6 +81,18 @@ pub async fn run_with(
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let mut metrics = Metrics::new();
+    let on = ListeningOn::new(
+        listeners.udp.iter().filter_map(|s| s.local_addr().ok()),
+        listeners
+            .streams
+            .iter()
+            .flat_map(StreamListeners::local_addrs),
+    );
+    let extra: Vec<SocketAddr> = listeners
+        .transports
+        .iter()
+        .filter_map(|t| t.local_addr().ok())
+        .collect();
     let mut transports: Vec<Arc<dyn ClientTransport>> = listeners
         .udp
         .into_iter()
@@ -90,10 +105,6 @@ pub async fn run_with(
         hooks.extend(s.reload_hook());
     }
     let metrics = Arc::new(metrics);
-    let addrs: Vec<String> = transports
-        .iter()
-        .filter_map(|t| t.local_addr().ok().map(|a| a.to_string()))
-        .collect();
     let relay = Relay::start(&cfg, transports, Arc::clone(&metrics)).await?;
     let streams = listeners.streams.map(StreamListeners::spawn);
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -105,7 +116,16 @@ pub async fn run_with(
             })
             .into_future(),
     );
-    tracing::info!(udp = ?addrs, metrics = ?metrics_addr, "Relay listening");
+    tracing::info!(
+        udp = ?on.udp,
+        tcp = ?on.tcp,
+        tls = ?on.tls,
+        metrics = ?metrics_addr,
+        "Relay listening"
+    );
+    if !extra.is_empty() {
+        tracing::info!(other = ?extra, "Relay also serving other client transports");
+    }
     ready();
     tokio::pin!(shutdown);
     loop {

@@ -500,8 +500,19 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             Ok(Ok(0)) => return CloseReason::PeerClosed,
             Ok(Ok(n)) => framer.push(buf.get(..n).unwrap_or_default()),
-            Ok(Err(e)) => return CloseReason::Io(e.kind()),
+            Ok(Err(e)) => return read_failed(&e),
         }
+    }
+}
+
+/// Why a connection whose read failed with `e` ended. tokio-rustls reports a TCP FIN
+/// without a TLS close_notify as `UnexpectedEof`: many clients hang up that way, and TURN
+/// messages carry their own lengths (nothing can be silently truncated), so it counts as
+/// the client closing, as a TCP EOF does, not as an I/O failure.
+fn read_failed(e: &io::Error) -> CloseReason {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => CloseReason::PeerClosed,
+        kind => CloseReason::Io(kind),
     }
 }
 

@@ -328,6 +328,15 @@ impl StreamListeners {
             .collect()
     }
 
+    /// Each listener's address and transport, in configuration order (TCP first).
+    #[must_use]
+    pub fn local_addrs(&self) -> Vec<(SocketAddr, Transport)> {
+        self.transports
+            .iter()
+            .map(|(t, _)| (t.local, t.kind))
+            .collect()
+    }
+
     /// The stream metrics, to register with the relay's registry.
     #[must_use]
     pub fn metrics(&self) -> Arc<StreamMetrics> {

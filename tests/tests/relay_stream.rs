@@ -242,6 +242,54 @@ async fn an_allocation_over_tls_relays_udp_to_a_peer_and_back() {
     round_trip(&mut c, &peer, relayed, b"x").await;
 }
 
+/// A TLS client that hangs up normally is counted as `peer_closed`, the reason a TCP client's
+/// EOF gets, whether it sends close_notify first (RFC 8446 section 6.1) or just closes the
+/// TCP connection, as many clients do; neither is an I/O failure.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_client_closing_cleanly_counts_as_peer_closed_not_io() {
+    let ports = Ports::new();
+    let cert = make_cert();
+    let _relay = start(&ports, &cert, "");
+    let mut notify = connect_tls(tls_addr(&ports), &cert.2).await;
+    let bare = connect_tls(tls_addr(&ports), &cert.2).await;
+    let open = "switchboard_relay_stream_connections_open{transport=\"tls\"}";
+    assert!(
+        eventually(WAIT, || sample(&scrape(&ports), open) == 2.0),
+        "both handshakes done"
+    );
+
+    // close_notify, then wait for the relay's own close_notify (end of stream).
+    timeout(WAIT, notify.shutdown())
+        .await
+        .expect("shutdown in time")
+        .expect("close_notify sent");
+    let mut buf = [0u8; 16];
+    let read = timeout(WAIT, notify.read(&mut buf))
+        .await
+        .expect("relay closes in time");
+    assert!(matches!(read, Ok(0)), "{read:?}");
+    // A TCP FIN with no close_notify (a FIN, not a close: closing with the unread session
+    // tickets would make the kernel send a reset).
+    let (mut tcp, _) = bare.into_inner();
+    timeout(WAIT, tcp.shutdown())
+        .await
+        .expect("shutdown in time")
+        .expect("FIN sent");
+
+    let closed = |reason: &str| {
+        format!(
+            "switchboard_relay_stream_connections_closed_total{{transport=\"tls\",reason=\"{reason}\"}}"
+        )
+    };
+    assert!(
+        eventually(WAIT, || sample(&scrape(&ports), open) == 0.0),
+        "both connections are closed"
+    );
+    let text = scrape(&ports);
+    assert_eq!(sample(&text, &closed("peer_closed")), 2.0, "{text}");
+    assert_eq!(sample(&text, &closed("io")), 0.0, "{text}");
+}
+
 /// SIGHUP reloads the certificate: new handshakes get the new one, while an allocation
 /// made over a connection that began with the old one keeps relaying.
 #[tokio::test(flavor = "multi_thread")]

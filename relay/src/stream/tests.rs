@@ -299,6 +299,30 @@ async fn frames_over_tls_arrive_and_replies_come_back_padded() {
     assert_eq!(got, padded(&reply));
 }
 
+/// A TLS client hanging up with close_notify (RFC 8446 section 6.1) or with a bare TCP FIN
+/// ends as `PeerClosed`, like a TCP client's EOF, not as an I/O error.
+#[tokio::test]
+async fn a_tls_client_hanging_up_with_or_without_close_notify_is_peer_closed() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = files_in(&dir);
+    pki.write_leaf(&files);
+    let reloader = Arc::new(TlsReloader::load(files).expect("load"));
+    let mut h = start(config(), Some(reloader)).await;
+
+    let mut notify = pki.connect(h.addr).await;
+    let notifying = h.opened().await;
+    notify.shutdown().await.expect("close_notify");
+    assert_eq!(h.closed().await, (notifying.id, CloseReason::PeerClosed));
+
+    let bare = pki.connect(h.addr).await;
+    let hanging_up = h.opened().await;
+    // A FIN, not a close: closing with the unread session tickets would send a reset.
+    let (mut tcp, _) = bare.into_inner();
+    tcp.shutdown().await.expect("FIN");
+    assert_eq!(h.closed().await, (hanging_up.id, CloseReason::PeerClosed));
+}
+
 #[tokio::test]
 async fn a_client_that_never_finishes_the_tls_handshake_is_closed_after_the_timeout() {
     let pki = TestPki::new();
