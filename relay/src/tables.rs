@@ -68,6 +68,10 @@ pub struct AllocState {
     /// USERNAME and long-term key of the Allocate, to release the allocation on behalf of
     /// a client whose stream closed.
     pub credential: OnceLock<(String, Vec<u8>)>,
+    /// The transaction id of the Allocate that made this allocation and the crate's success
+    /// answer to it: a retransmission of that Allocate gets the same answer again (RFC 8656
+    /// section 7.2), never the crate's 437. One small answer per allocation.
+    pub created_by: OnceLock<([u8; 12], Vec<u8>)>,
     permissions: RwLock<Permissions>,
     channels: RwLock<Channels>,
     bucket: Option<Mutex<TokenBucket>>,
@@ -94,6 +98,7 @@ impl AllocState {
             socket,
             user,
             credential: OnceLock::new(),
+            created_by: OnceLock::new(),
             permissions: RwLock::new(Permissions::default()),
             channels: RwLock::new(Channels::default()),
             bucket,

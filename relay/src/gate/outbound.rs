@@ -170,6 +170,7 @@ impl Gate {
             now,
         ));
         let _ = state.credential.set(credential);
+        let _ = state.created_by.set((m.transaction_id.0, m.raw.clone()));
         if slot.state.set(Arc::clone(&state)).is_err() {
             lock(&self.quota).release(&state.user);
             return false;

@@ -91,6 +91,16 @@ impl Gate {
             self.metrics.auth_failure("wrong_credentials");
             return refuse(441);
         }
+        // RFC 8656 section 7.2: a retransmission of the Allocate that made this allocation
+        // (its answer was lost or late) gets the original success answer again.
+        if let Some(a) = &alloc
+            && m.typ.method == METHOD_ALLOCATE
+            && a.username() == Some(username.as_str())
+            && let Some((tid, answer)) = a.created_by.get()
+            && *tid == m.transaction_id.0
+        {
+            return Inbound::Reply(answer.clone());
+        }
         let crate_nonce = self
             .crate_nonce
             .read()
@@ -112,7 +122,14 @@ impl Gate {
         let recorded = match (m.typ.method, alloc) {
             (METHOD_ALLOCATE, None) => {
                 let credential = (username.clone(), key.clone());
-                self.begin_allocate(pkey, transport, client, credential, user, now)
+                match self.begin_allocate(pkey, transport, client, credential, user, now) {
+                    // A datagram retransmission of an Allocate the crate has not answered
+                    // yet: it answers the first copy (handing it a second one would get
+                    // the client a 437 once the first made the allocation).
+                    Ok(InFlight::Already) if !transport.is_stream() => return Inbound::Drop,
+                    Ok(_) => Ok(()),
+                    Err(code) => Err(code),
+                }
             }
             // RFC 8656 sections 8.2, 10.2, 12.2: no allocation on this 5-tuple.
             (METHOD_REFRESH | METHOD_CREATE_PERMISSION | METHOD_CHANNEL_BIND, None) => Err(437),
@@ -144,10 +161,10 @@ impl Gate {
         credential: (String, Vec<u8>),
         user: &str,
         now: Instant,
-    ) -> Result<(), Refusal> {
+    ) -> Result<InFlight, Refusal> {
         let mut table = lock(&self.pending);
         if table.contains(&pkey) {
-            return Ok(());
+            return Ok(InFlight::Already);
         }
         if let Err(e) = lock(&self.quota).reserve(user) {
             let (code, scope) = match e {
@@ -165,6 +182,7 @@ impl Gate {
         };
         let inserted = table.insert(pkey, p, now);
         self.settle_inserted(&mut table, inserted, Some(user))
+            .map(|()| InFlight::New)
     }
 
     /// Records a CreatePermission or ChannelBind; 508 when the table is full.
@@ -272,4 +290,10 @@ impl Gate {
                 508
             })
     }
+}
+
+/// Whether an Allocate was just recorded or was already awaiting the crate's answer.
+enum InFlight {
+    New,
+    Already,
 }

@@ -476,3 +476,72 @@ async fn a_udp_and_a_stream_client_with_one_ip_port_keep_separate_allocations() 
 }
 
 mod hardening;
+
+/// RFC 8656 section 7.2: a datagram retransmission of an Allocate still awaiting the
+/// crate is dropped (the crate answers the first copy; a second copy would get a 437 once
+/// the first made the allocation), and one sent after the allocation exists gets the
+/// original success answer, byte for byte. Seen as a flake: under load a client's first
+/// answer came late, its retransmission reached the crate and was answered 437.
+#[tokio::test]
+async fn a_retransmitted_allocate_is_dropped_in_flight_and_answered_with_the_original_success_after()
+ {
+    let f = fixture_with(vec![], false, |_| {});
+    f.teach_crate_nonce();
+    let c = mint(
+        &SecretString::from(SECRET.to_string()),
+        "alice",
+        std::time::Duration::from_secs(600),
+        NOW,
+    );
+    let nonce = f.our_nonce();
+    let auth = Some((c.username.as_str(), c.password.as_str(), nonce.as_str()));
+    let alloc_req = request(
+        METHOD_ALLOCATE,
+        vec![Box::new(RequestedTransport {
+            protocol: PROTO_UDP,
+        })],
+        auth,
+    );
+    assert!(matches!(f.client_packet(&alloc_req), Inbound::ToCrate(_)));
+    assert!(
+        matches!(f.client_packet(&alloc_req), Inbound::Drop),
+        "a retransmission in flight is not handed to the crate again"
+    );
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let relayed = socket.local_addr().expect("addr");
+    f.gate
+        .tables
+        .add_slot(Arc::new(RelaySlot::new(socket, relayed)));
+    let req = decode(&alloc_req);
+    let mut ok = Message::new();
+    ok.build(&[
+        Box::new(TransactionId(req.transaction_id.0)),
+        Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_SUCCESS_RESPONSE)),
+        Box::new(RelayedAddress {
+            ip: relayed.ip(),
+            port: relayed.port(),
+        }),
+    ])
+    .expect("build");
+    assert!(matches!(
+        f.crate_says(&ok.raw, f.client),
+        Outbound::Allocated
+    ));
+    let Inbound::Reply(again) = f.client_packet(&alloc_req) else {
+        panic!("a retransmission after the allocation gets a reply");
+    };
+    assert_eq!(again, ok.raw, "the original success answer");
+    assert_eq!(f.gate.tables.allocations(), 1);
+    // A new Allocate (another transaction id) on the same 5-tuple still goes to the crate,
+    // which answers 437.
+    let other = request(
+        METHOD_ALLOCATE,
+        vec![Box::new(RequestedTransport {
+            protocol: PROTO_UDP,
+        })],
+        auth,
+    );
+    assert!(matches!(f.client_packet(&other), Inbound::ToCrate(_)));
+}
