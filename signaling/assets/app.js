@@ -65,9 +65,32 @@
     const res = await fetch("api/ice-servers", { headers, cache: "no-store" });
     if (!res.ok) throw new Error("GET /api/ice-servers: HTTP " + res.status);
     const body = await res.json();
-    const urls = body.iceServers.flatMap((s) => s.urls);
-    $("ice-summary").textContent = urls.join(", ") + " (credential expires " + body.expiresAt + ")";
+    showIceSummary(body.iceServers, body.expiresAt);
     return body.iceServers;
+  }
+
+  function showIceSummary(iceServers, expiresAt) {
+    const urls = iceServers.flatMap((s) => s.urls);
+    $("ice-summary").textContent = urls.join(", ") + " (credential expires " + expiresAt + ")";
+  }
+
+  // `ice-servers` (SPEC section 4): fresh TURN credentials, sent while we are in a room before
+  // the previous ones expire. Every open connection gets them, so that a later ICE restart
+  // (e.g. after a network change) still authenticates at the relay; connections made from now
+  // on start with them.
+  function onIceServers({ iceServers, expiresAt }) {
+    if (!Array.isArray(iceServers)) return;
+    state.iceServers = iceServers;
+    for (const p of state.peers.values()) {
+      if (p.pc.signalingState === "closed") continue;
+      try {
+        p.pc.setConfiguration({ ...p.pc.getConfiguration(), iceServers });
+      } catch (e) {
+        console.warn("setConfiguration failed", e);
+      }
+    }
+    showIceSummary(iceServers, expiresAt);
+    debug("ice-servers refreshed; expires", expiresAt, "peers", state.peers.size);
   }
 
   function connectSocket() {
@@ -92,6 +115,7 @@
       socket.on("answer", ({ from, answer }) => whenJoined(() => onDescription(from, answer)));
       socket.on("ice-candidate", ({ from, candidate }) => whenJoined(() => onCandidate(from, candidate)));
       socket.on("message", ({ from, data }) => addMessage(nameOf(from), data && data.text !== undefined ? data.text : JSON.stringify(data)));
+      socket.on("ice-servers", onIceServers);
       socket.on("error", (e) => showError((e.event ? e.event + ": " : "") + e.code + " — " + e.message));
     });
   }
