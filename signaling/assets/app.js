@@ -15,6 +15,7 @@
     roomId: null,
     self: null,
     iceServers: [],
+    iceRefreshes: 0, // `ice-servers` events applied
     relayOnly: false,
     localStream: null,
     pending: null, // events held while a join is in flight
@@ -69,6 +70,11 @@
     return body.iceServers;
   }
 
+  function turnUsername(iceServers) {
+    const turn = (iceServers || []).find((s) => s.username);
+    return turn ? turn.username : null;
+  }
+
   function showIceSummary(iceServers, expiresAt) {
     const urls = iceServers.flatMap((s) => s.urls);
     $("ice-summary").textContent = urls.join(", ") + " (credential expires " + expiresAt + ")";
@@ -81,6 +87,7 @@
   function onIceServers({ iceServers, expiresAt }) {
     if (!Array.isArray(iceServers)) return;
     state.iceServers = iceServers;
+    state.iceRefreshes += 1;
     for (const p of state.peers.values()) {
       if (p.pc.signalingState === "closed") continue;
       try {
@@ -278,7 +285,7 @@
     const out = {
       peerId: p.info.peerId, name: nameOf(p.info.peerId),
       connectionState: p.pc.connectionState, iceConnectionState: p.pc.iceConnectionState,
-      localCandidateType: null, remoteCandidateType: null, protocol: null, relayProtocol: null,
+      localCandidateId: null, localCandidateType: null, remoteCandidateType: null, protocol: null, relayProtocol: null,
       bytesSent: 0, bytesReceived: 0, dataMessagesReceived: p.dataReceived,
       dataChannelState: p.channel ? p.channel.readyState : null, signalingState: p.pc.signalingState,
     };
@@ -291,6 +298,7 @@
     if (pair) {
       const local = report.get(pair.localCandidateId) || {};
       const remote = report.get(pair.remoteCandidateId) || {};
+      out.localCandidateId = pair.localCandidateId || null;
       out.localCandidateType = local.candidateType || null;
       out.remoteCandidateType = remote.candidateType || null;
       out.protocol = local.protocol || null;
@@ -427,5 +435,10 @@
     join, leave, stats: allStats,
     get joined() { return !!state.roomId; },
     get peerCount() { return state.peers.size; },
+    get iceRefreshes() { return state.iceRefreshes; },
+    // The TURN username of the latest credentials, and the one each peer connection uses.
+    get turnUsername() { return turnUsername(state.iceServers); },
+    peerTurnUsernames() { return [...state.peers.values()].map((p) => turnUsername(p.pc.getConfiguration().iceServers)); },
+    restartIce() { for (const p of state.peers.values()) p.pc.restartIce(); },
   };
 })();
