@@ -106,8 +106,9 @@ async function refreshAndRestart(pages, initial) {
   for (const [i, page] of pages.entries()) {
     for (;;) {
       const s = (await page.evaluate(() => window.switchboard.stats()))[0];
-      if (s && s.connectionState === "connected" && s.localCandidateType === "relay" && s.localCandidateId && s.localCandidateId !== before[i]) break;
-      if (Date.now() > deadline) throw new Error("Timeout: no new relay candidate after the ICE restart; last stats " + JSON.stringify(s));
+      if (s && s.connectionState === "connected" && s.localCandidateType === "relay" && s.localCandidateId && s.localCandidateId !== before[i] &&
+          s.bytesReceived > 0 && s.bytesSent > 0) break;
+      if (Date.now() > deadline) throw new Error("Timeout: no new relay candidate with data after the ICE restart; last stats " + JSON.stringify(s));
       await page.waitForTimeout(250);
     }
   }
