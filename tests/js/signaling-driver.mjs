@@ -218,6 +218,26 @@ const scenarios = {
     return r;
   },
 
+  // `ice-servers` stop when a socket's only room is deleted over REST (T = 0.9 × ttl): `member`
+  // joins a REST-created room and `clock` another room at the same time; the room is deleted at
+  // once. Had the member's timer kept going, its refresh was due at ≈ T, long before the
+  // clock's second (≈ 2T).
+  async iceRefreshDeleted() {
+    const ms = args.waitMs ?? 60000;
+    const room = await http("POST", "/api/rooms", { name: "ice-deleted" });
+    const member = await connect();
+    const clock = await connect();
+    const r = {};
+    r.memberJoin = await ask(member, "join-room", { roomId: room.body.id });
+    r.clockJoin = await ask(clock, "join-room", { roomId: "ice-clock" });
+    r.deleted = (await http("DELETE", `/api/rooms/${room.body.id}`, undefined, adminHeaders())).status;
+    r.userLeft = await waitFor(member, "user-left");
+    r.clockRefreshes = (await waitForCount(clock, "ice-servers", 2, ms)).length;
+    await barrier(member);
+    r.memberGot = seen(member, "ice-servers").length;
+    return r;
+  },
+
   // Joiners race for the last seat, over several rounds: exactly one gets in each time.
   async race() {
     const rounds = args.rounds ?? 10;

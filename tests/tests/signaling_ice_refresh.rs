@@ -144,3 +144,16 @@ fn with_token_auth_the_refreshed_credentials_belong_to_the_token_subject() {
         .unwrap_or_default();
     assert!(turn_user.ends_with(&format!(":{subject}")), "{r}");
 }
+
+#[test]
+fn a_socket_whose_only_room_is_deleted_over_rest_gets_no_more_refreshes() {
+    let ports = Ports::new();
+    let admin = "admin-test-token-0123456789";
+    let svc = start(&ports, &format!("admin_token = \"{admin}\""));
+    let r = common::drive(&svc, &ports, "iceRefreshDeleted", &json!({"admin": admin}));
+    assert_eq!(r["memberJoin"]["ok"], json!(true), "{r}");
+    assert_eq!(r["clockJoin"]["ok"], json!(true), "{r}");
+    assert_eq!(r["deleted"], json!(204), "{r}");
+    assert_eq!(r["clockRefreshes"], json!(2), "{r}");
+    assert_eq!(r["memberGot"], json!(0), "{r}");
+}
