@@ -49,8 +49,11 @@ pub fn config_text(data: &[u8]) {
                     !cfg.turn.secrets.all().is_empty(),
                     "at least one TURN secret"
                 );
-                let ttl = cfg.turn.credential_ttl.as_secs();
-                assert!((60..=30 * 24 * 3600).contains(&ttl), "credential_ttl {ttl}");
+                let ttl = cfg.turn.credential_ttl;
+                assert!(
+                    (crate::MIN_CREDENTIAL_TTL..=crate::MAX_CREDENTIAL_TTL).contains(&ttl),
+                    "credential_ttl {ttl:?}"
+                );
                 let ports = cfg.relay.port_range;
                 assert!(ports.start > 0 && ports.start <= ports.end, "{ports:?}");
                 assert!(!cfg.turn.realm.is_empty());

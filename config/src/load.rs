@@ -324,10 +324,10 @@ fn validate_turn(raw: RawTurn, ctx: &Ctx<'_>) -> Result<TurnConfig, ConfigError>
         )
     })?;
     let ttl = raw.credential_ttl;
-    if ttl.as_secs() < 60 || ttl.as_secs() > 30 * 24 * 3600 {
+    if ttl < crate::MIN_CREDENTIAL_TTL || ttl > crate::MAX_CREDENTIAL_TTL {
         return Err(ConfigError::new(
             "turn.credential_ttl",
-            "must be between 1 minute and 30 days",
+            "must be between 10 seconds and 30 days",
         ));
     }
     let public_host = raw.public_host.ok_or_else(|| {

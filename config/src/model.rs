@@ -97,6 +97,15 @@ impl Secrets {
     }
 }
 
+/// The shortest `turn.credential_ttl` accepted. Credentials expire on a whole second (SPEC
+/// section 2), so they can live up to 1 s less than the ttl; signaling refreshes them after
+/// 90 % of it (`ice-servers`, SPEC section 4), and at 10 s that 10 % margin still covers the
+/// lost second. Short ttls are for tests; production keeps hours.
+pub const MIN_CREDENTIAL_TTL: Duration = Duration::from_secs(10);
+
+/// The longest `turn.credential_ttl` accepted (30 days).
+pub const MAX_CREDENTIAL_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 #[derive(Debug, Clone)]
 pub struct TurnConfig {
     pub realm: String,

@@ -115,6 +115,22 @@ fn inverted_port_range_names_the_key_and_line() {
 }
 
 #[test]
+fn credential_ttl_below_ten_seconds_is_refused_and_ten_seconds_loads() {
+    let with_ttl =
+        |ttl: &str| MINIMAL.replace("[turn]\n", &format!("[turn]\ncredential_ttl = \"{ttl}\"\n"));
+    let e = err(&with_ttl("9s"));
+    assert_eq!(e.key, "turn.credential_ttl", "{e}");
+    assert!(e.message.contains("10 seconds"), "{e}");
+    let cfg = parse(&with_ttl("10s"), None, Component::Signaling, &no_env)
+        .unwrap_or_else(|e| panic!("10 s is the minimum and loads: {e}"));
+    assert_eq!(
+        cfg.turn.credential_ttl,
+        switchboard_config::MIN_CREDENTIAL_TTL
+    );
+    assert_eq!(err(&with_ttl("31d")).key, "turn.credential_ttl");
+}
+
+#[test]
 fn empty_secrets_names_the_key_and_line() {
     let e = err(&MINIMAL.replace("secrets = [\"0123456789abcdef-test\"]", "secrets = []"));
     assert_eq!(e.key, "turn.secrets", "{e}");

@@ -15,6 +15,7 @@
     roomId: null,
     self: null,
     iceServers: [],
+    iceRefreshes: 0, // `ice-servers` events applied
     relayOnly: false,
     localStream: null,
     pending: null, // events held while a join is in flight
@@ -65,9 +66,38 @@
     const res = await fetch("api/ice-servers", { headers, cache: "no-store" });
     if (!res.ok) throw new Error("GET /api/ice-servers: HTTP " + res.status);
     const body = await res.json();
-    const urls = body.iceServers.flatMap((s) => s.urls);
-    $("ice-summary").textContent = urls.join(", ") + " (credential expires " + body.expiresAt + ")";
+    showIceSummary(body.iceServers, body.expiresAt);
     return body.iceServers;
+  }
+
+  function turnUsername(iceServers) {
+    const turn = (iceServers || []).find((s) => s.username);
+    return turn ? turn.username : null;
+  }
+
+  function showIceSummary(iceServers, expiresAt) {
+    const urls = iceServers.flatMap((s) => s.urls);
+    $("ice-summary").textContent = urls.join(", ") + " (credential expires " + expiresAt + ")";
+  }
+
+  // `ice-servers` (SPEC section 4): fresh TURN credentials, sent while we are in a room before
+  // the previous ones expire. Every open connection gets them, so that a later ICE restart
+  // (e.g. after a network change) still authenticates at the relay; connections made from now
+  // on start with them.
+  function onIceServers({ iceServers, expiresAt }) {
+    if (!Array.isArray(iceServers)) return;
+    state.iceServers = iceServers;
+    state.iceRefreshes += 1;
+    for (const p of state.peers.values()) {
+      if (p.pc.signalingState === "closed") continue;
+      try {
+        p.pc.setConfiguration({ ...p.pc.getConfiguration(), iceServers });
+      } catch (e) {
+        console.warn("setConfiguration failed", e);
+      }
+    }
+    showIceSummary(iceServers, expiresAt);
+    debug("ice-servers refreshed; expires", expiresAt, "peers", state.peers.size);
   }
 
   function connectSocket() {
@@ -92,6 +122,7 @@
       socket.on("answer", ({ from, answer }) => whenJoined(() => onDescription(from, answer)));
       socket.on("ice-candidate", ({ from, candidate }) => whenJoined(() => onCandidate(from, candidate)));
       socket.on("message", ({ from, data }) => addMessage(nameOf(from), data && data.text !== undefined ? data.text : JSON.stringify(data)));
+      socket.on("ice-servers", onIceServers);
       socket.on("error", (e) => showError((e.event ? e.event + ": " : "") + e.code + " — " + e.message));
     });
   }
@@ -254,7 +285,7 @@
     const out = {
       peerId: p.info.peerId, name: nameOf(p.info.peerId),
       connectionState: p.pc.connectionState, iceConnectionState: p.pc.iceConnectionState,
-      localCandidateType: null, remoteCandidateType: null, protocol: null, relayProtocol: null,
+      localCandidateId: null, localCandidateType: null, remoteCandidateType: null, protocol: null, relayProtocol: null,
       bytesSent: 0, bytesReceived: 0, dataMessagesReceived: p.dataReceived,
       dataChannelState: p.channel ? p.channel.readyState : null, signalingState: p.pc.signalingState,
     };
@@ -267,6 +298,7 @@
     if (pair) {
       const local = report.get(pair.localCandidateId) || {};
       const remote = report.get(pair.remoteCandidateId) || {};
+      out.localCandidateId = pair.localCandidateId || null;
       out.localCandidateType = local.candidateType || null;
       out.remoteCandidateType = remote.candidateType || null;
       out.protocol = local.protocol || null;
@@ -403,5 +435,10 @@
     join, leave, stats: allStats,
     get joined() { return !!state.roomId; },
     get peerCount() { return state.peers.size; },
+    get iceRefreshes() { return state.iceRefreshes; },
+    // The TURN username of the latest credentials, and the one each peer connection uses.
+    get turnUsername() { return turnUsername(state.iceServers); },
+    peerTurnUsernames() { return [...state.peers.values()].map((p) => turnUsername(p.pc.getConfiguration().iceServers)); },
+    restartIce() { for (const p of state.peers.values()) p.pc.restartIce(); },
   };
 })();

@@ -1,5 +1,8 @@
 //! The `/api/ice-servers` answer (SPEC section 2): `RTCIceServer` entries plus the
-//! draft-uberti-behave-turn-rest-00 fields, with a freshly minted TURN REST credential.
+//! draft-uberti-behave-turn-rest-00 fields, with a freshly minted TURN REST credential; and
+//! the `ice-servers` event that refreshes a socket's credentials (SPEC section 4).
+
+pub mod refresh;
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -31,6 +34,32 @@ pub struct IceServersResponse {
     pub uris: Vec<String>,
     /// RFC 3339, UTC.
     pub expires_at: String,
+}
+
+/// The body of the server → client `ice-servers` event (SPEC section 4): the answer without
+/// the draft's `uris`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServersEvent {
+    pub ice_servers: Vec<IceServer>,
+    pub username: String,
+    pub password: String,
+    /// Seconds.
+    pub ttl: u64,
+    /// RFC 3339, UTC.
+    pub expires_at: String,
+}
+
+impl From<IceServersResponse> for IceServersEvent {
+    fn from(r: IceServersResponse) -> Self {
+        Self {
+            ice_servers: r.ice_servers,
+            username: r.username,
+            password: r.password,
+            ttl: r.ttl,
+            expires_at: r.expires_at,
+        }
+    }
 }
 
 /// Builds the answer for `user_id` at `now_unix`, signed with `secret`.
@@ -117,6 +146,30 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap_or_default();
         assert!(json.get("iceServers").is_some() && json.get("expiresAt").is_some());
         assert!(json["iceServers"][0].get("username").is_none());
+    }
+
+    #[test]
+    fn the_ice_servers_event_has_exactly_the_spec_fields() {
+        let r = ice_servers(
+            &uris(),
+            &SecretString::from("k".to_string()),
+            Duration::from_secs(600),
+            "u",
+            1_767_139_200,
+        );
+        let json = serde_json::to_value(IceServersEvent::from(r.clone())).unwrap_or_default();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["expiresAt", "iceServers", "password", "ttl", "username"]
+        );
+        assert_eq!(json["username"], r.username.as_str());
+        assert_eq!(json["ttl"], 600);
+        assert_eq!(json["iceServers"][1]["credential"], r.password.as_str());
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub rooms_expired: Counter,
     pub connections_refused: Counter,
     pub slow_readers_closed: Counter,
+    pub credential_refreshes: Counter,
 }
 
 impl Default for Metrics {
@@ -56,6 +57,7 @@ impl Metrics {
             rooms_expired: Counter::default(),
             connections_refused: Counter::default(),
             slow_readers_closed: Counter::default(),
+            credential_refreshes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -119,6 +121,11 @@ impl Metrics {
             "slow_readers_closed",
             "Sockets closed because their outbound queue passed its byte cap",
             m.slow_readers_closed.clone(),
+        );
+        registry.register(
+            "credential_refreshes",
+            "ice-servers events sent with fresh TURN credentials",
+            m.credential_refreshes.clone(),
         );
         Self { registry, ..m }
     }

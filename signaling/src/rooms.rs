@@ -431,6 +431,12 @@ impl Rooms {
         Some(ids)
     }
 
+    /// Whether `peer_id` is in at least one room.
+    #[must_use]
+    pub fn in_any_room(&self, peer_id: &str) -> bool {
+        self.by_peer.contains_key(peer_id)
+    }
+
     /// (rooms, peers in rooms) for gauges.
     #[must_use]
     pub fn counts(&self) -> (usize, usize) {

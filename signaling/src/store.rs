@@ -27,6 +27,8 @@ pub trait RoomStore: Send + Sync + 'static {
     /// Other members of `room_id` when `peer_id` is a member.
     async fn others_in(&self, room_id: &str, peer_id: &str) -> Result<Vec<String>, NotInRoom>;
     async fn share_room(&self, a: &str, b: &str, room_id: Option<&str>) -> bool;
+    /// Whether `peer_id` is in at least one room (it is then owed credential refreshes).
+    async fn in_any_room(&self, peer_id: &str) -> bool;
     async fn set_state(
         &self,
         room_id: &str,
@@ -98,6 +100,9 @@ impl RoomStore for MemoryStore {
     }
     async fn share_room(&self, a: &str, b: &str, room_id: Option<&str>) -> bool {
         self.with(|r| r.share_room(a, b, room_id))
+    }
+    async fn in_any_room(&self, peer_id: &str) -> bool {
+        self.with(|r| r.in_any_room(peer_id))
     }
     async fn set_state(
         &self,

@@ -2,7 +2,11 @@
 // Prints one JSON line: {ok, pages: [stats...], error?}. Exit code 0 when the call connected
 // over a relay candidate and data flowed both ways, 1 otherwise.
 // Usage: node call.mjs --url http://127.0.0.1:PORT/ --room R [--relay 1] [--timeout-ms 45000]
-//                      [--screenshot FILE] [--expect-relay-protocol udp|tcp|tls]
+//                      [--screenshot FILE] [--expect-relay-protocol udp|tcp|tls] [--ice-refresh 1]
+// --ice-refresh 1 (with a short turn.credential_ttl): once the call is up, each page must apply
+// an `ice-servers` refresh to its peer connection; after the credentials the call started with
+// have expired, an ICE restart must reconnect over a new relay candidate (new allocations need
+// valid credentials). Result: {iceRefresh: {initial, refreshed, refreshes, before, after}}.
 import { chromium } from "playwright-core";
 
 const args = Object.fromEntries(
@@ -13,6 +17,7 @@ const room = args.room || "e2e-" + Math.random().toString(36).slice(2, 8);
 const relay = args.relay !== "0";
 const timeout = Number(args["timeout-ms"] || 45000);
 const expectProto = args["expect-relay-protocol"];
+const iceRefresh = args["ice-refresh"] === "1";
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -29,6 +34,7 @@ const browser = await chromium.launch({
 const result = { ok: false, room, pages: [] };
 try {
   const pages = [];
+  const initial = []; // each page's TURN username when it joined
   for (const name of ["alice", "bob"]) {
     const ctx = await browser.newContext({ viewport: { width: 1280, height: 860 } });
     const page = await ctx.newPage();
@@ -36,6 +42,7 @@ try {
     const q = new URLSearchParams({ room, name, autojoin: "1", ...(process.env.DEBUG ? { debug: "1" } : {}), ...(relay ? { relay: "1" } : {}) });
     await page.goto(new URL("?" + q, url).toString());
     await page.waitForFunction(() => window.switchboard && window.switchboard.joined, null, { timeout: 30000 });
+    initial.push(await page.evaluate(() => window.switchboard.turnUsername));
     pages.push(page);
   }
   // Connected over a relay candidate, bytes both ways, and heartbeat data received.
@@ -58,6 +65,7 @@ try {
       return v.length > 0 && v.some((x) => x.videoWidth > 0 && x.currentTime > 0);
     }, null, { timeout, polling: 250 });
   }
+  if (iceRefresh) result.iceRefresh = await refreshAndRestart(pages, initial);
   for (const page of pages) result.pages.push((await page.evaluate(() => window.switchboard.stats()))[0]);
   if (args.screenshot) {
     await pages[0].waitForFunction(() => document.querySelector("#diag-rows td.connected"), null, { timeout: 5000 });
@@ -65,6 +73,7 @@ try {
   }
   result.ok = true;
 } catch (e) {
+  if (iceRefresh && !result.iceRefresh) result.iceRefresh = { initial };
   result.error = String(e && e.message ? e.message.split("\n")[0] : e);
   for (const ctx of browser.contexts()) for (const page of ctx.pages()) {
     try { result.pages.push(await page.evaluate(() => window.switchboard ? window.switchboard.stats() : null)); } catch { /* page gone */ }
@@ -74,3 +83,34 @@ try {
 }
 process.stdout.write(JSON.stringify(result) + "\n");
 process.exit(result.ok ? 0 : 1);
+
+async function refreshAndRestart(pages, initial) {
+  const deadline = Date.now() + timeout;
+  for (const [i, page] of pages.entries()) {
+    await page.waitForFunction((u) => {
+      const s = window.switchboard;
+      return s.iceRefreshes >= 1 && s.turnUsername !== u && s.peerTurnUsernames().every((x) => x === s.turnUsername);
+    }, initial[i], { timeout, polling: 250 });
+  }
+  const refreshed = await Promise.all(pages.map((p) => p.evaluate(() => window.switchboard.turnUsername)));
+  const refreshes = await Promise.all(pages.map((p) => p.evaluate(() => window.switchboard.iceRefreshes)));
+  // Until the credentials the call started with have expired (`{expiry}:{user}`, Unix seconds).
+  const expiry = Math.max(...initial.map((u) => Number(String(u).split(":")[0])));
+  while (Date.now() / 1000 <= expiry + 1) {
+    if (Date.now() > deadline) throw new Error("Timeout: the initial credentials did not expire");
+    await pages[0].waitForTimeout(250);
+  }
+  const ids = async () => Promise.all(pages.map(async (p) => (await p.evaluate(() => window.switchboard.stats()))[0]?.localCandidateId ?? null));
+  const before = await ids();
+  await pages[0].evaluate(() => window.switchboard.restartIce());
+  for (const [i, page] of pages.entries()) {
+    for (;;) {
+      const s = (await page.evaluate(() => window.switchboard.stats()))[0];
+      if (s && s.connectionState === "connected" && s.localCandidateType === "relay" && s.localCandidateId && s.localCandidateId !== before[i] &&
+          s.bytesReceived > 0 && s.bytesSent > 0) break;
+      if (Date.now() > deadline) throw new Error("Timeout: no new relay candidate with data after the ICE restart; last stats " + JSON.stringify(s));
+      await page.waitForTimeout(250);
+    }
+  }
+  return { initial, refreshed, refreshes, before, after: await ids() };
+}

@@ -79,6 +79,18 @@ function seen(s, event) {
   return s.log.filter(([e]) => e === event).map(([, p]) => p);
 }
 
+/** Resolves with the first `n` `event` payloads once that many have arrived. */
+async function waitForCount(s, event, n, ms = WAIT_MS) {
+  const deadline = Date.now() + ms;
+  while (seen(s, event).length < n) {
+    const left = deadline - Date.now();
+    if (left <= 0) throw new Error(`fewer than ${n} ${event} within ${ms} ms`);
+    const have = seen(s, event).length;
+    await waitFor(s, event, () => seen(s, event).length > have, left).catch(() => {});
+  }
+  return seen(s, event).slice(0, n);
+}
+
 /** A round trip through the server: everything queued for `s` before it has arrived. */
 async function barrier(s) {
   return ask(s, "leave-room", { roomId: "barrier-no-such-room" });
@@ -178,6 +190,52 @@ const scenarios = {
     for (let i = 1; i < got.length; i++) if (got[i] < got[i - 1]) outOfOrder++;
     const unique = new Set(got).size;
     return { sent: n, received: got.length, unique, outOfOrder, inOrder: got.every((v, i) => v === i), errorsAtSender: seen(a, "error") };
+  },
+
+  // `ice-servers` (SPEC section 4), with a short `turn.credential_ttl` (T = 0.9 × ttl).
+  // `never` connects and never joins; `quitter` joins, waits for its first refresh (t ≈ T) and
+  // leaves; then `stayer` joins and waits for two refreshes (t ≈ 2T, 3T). Had leaving not
+  // stopped the quitter's timer, its next refresh was due at ≈ 2T; had `never` a timer, at ≈ T:
+  // both long before the stayer's second. The barriers make sure everything the server queued
+  // for them by then has arrived. `args.auth` is the handshake auth of every socket.
+  async iceRefresh() {
+    const ms = args.waitMs ?? 60000;
+    const auth = args.auth;
+    const never = await connect({ auth });
+    const quitter = await connect({ auth });
+    const stayer = await connect({ auth });
+    const r = {};
+    r.quitterJoin = await ask(quitter, "join-room", { roomId: "ice-quitter" });
+    r.quitterRefresh = (await waitForCount(quitter, "ice-servers", 1, ms))[0];
+    r.quitterLeave = await ask(quitter, "leave-room", { roomId: "ice-quitter" });
+    r.stayerJoin = await ask(stayer, "join-room", { roomId: "ice-stayer" });
+    r.stayerRefreshes = await waitForCount(stayer, "ice-servers", 2, ms);
+    await barrier(never);
+    await barrier(quitter);
+    r.neverGot = seen(never, "ice-servers").length;
+    r.quitterGot = seen(quitter, "ice-servers").length;
+    r.nowUnix = Math.floor(Date.now() / 1000);
+    return r;
+  },
+
+  // `ice-servers` stop when a socket's only room is deleted over REST (T = 0.9 × ttl): `member`
+  // joins a REST-created room and `clock` another room at the same time; the room is deleted at
+  // once. Had the member's timer kept going, its refresh was due at ≈ T, long before the
+  // clock's second (≈ 2T).
+  async iceRefreshDeleted() {
+    const ms = args.waitMs ?? 60000;
+    const room = await http("POST", "/api/rooms", { name: "ice-deleted" });
+    const member = await connect();
+    const clock = await connect();
+    const r = {};
+    r.memberJoin = await ask(member, "join-room", { roomId: room.body.id });
+    r.clockJoin = await ask(clock, "join-room", { roomId: "ice-clock" });
+    r.deleted = (await http("DELETE", `/api/rooms/${room.body.id}`, undefined, adminHeaders())).status;
+    r.userLeft = await waitFor(member, "user-left");
+    r.clockRefreshes = (await waitForCount(clock, "ice-servers", 2, ms)).length;
+    await barrier(member);
+    r.memberGot = seen(member, "ice-servers").length;
+    return r;
   },
 
   // Joiners race for the last seat, over several rounds: exactly one gets in each time.

@@ -188,6 +188,50 @@ fn two_browsers_connect_relay_only_over_turn_udp_and_media_flows() {
 }
 
 #[test]
+fn a_call_that_outlives_its_credentials_gets_fresh_ones_and_an_ice_restart_reconnects_over_the_relay()
+ {
+    // `ice-servers` (SPEC section 4) with credential_ttl = 10 s: the demo page applies each
+    // refresh to its peer connection (`setConfiguration`); once the credentials the call
+    // started with have expired, an ICE restart makes new relay allocations, which only the
+    // refreshed credentials can authenticate.
+    let ports = Ports::new();
+    let config = test_config(&ports, "")
+        .replace("credential_ttl = \"1h\"", "credential_ttl = \"10s\"")
+        .replace(
+            "public_host = \"127.0.0.1\"",
+            "public_host = \"127.0.0.1\"\nadvertise = [\"turn-udp\"]",
+        );
+    assert!(config.contains("credential_ttl = \"10s\""), "{config}");
+    let (relay, signaling) = start_both(&config);
+    let r = place_call(
+        &ports,
+        &[
+            "--expect-relay-protocol",
+            "udp",
+            "--ice-refresh",
+            "1",
+            "--timeout-ms",
+            "60000",
+        ],
+    );
+    assert_relayed(&r, "udp", &relay, &signaling);
+    let ice = &r.json["iceRefresh"];
+    for i in 0..2 {
+        let initial = ice["initial"][i].as_str().unwrap_or_default();
+        let refreshed = ice["refreshed"][i].as_str().unwrap_or_default();
+        assert!(!initial.is_empty() && !refreshed.is_empty(), "{ice}");
+        assert_ne!(initial, refreshed, "{ice}");
+        let expiry = |u: &str| u.split(':').next().and_then(|e| e.parse::<u64>().ok());
+        assert!(expiry(refreshed) > expiry(initial), "{ice}");
+        assert!(ice["refreshes"][i].as_u64().unwrap_or(0) >= 1, "{ice}");
+        assert_ne!(
+            ice["before"][i], ice["after"][i],
+            "a new relay candidate: {ice}"
+        );
+    }
+}
+
+#[test]
 fn a_call_with_credentials_the_relay_does_not_accept_never_connects() {
     // The signaling service signs with a secret the relay does not know: the relay answers
     // 401 to every Allocate, so no relay candidate exists and the relay-only call must fail.

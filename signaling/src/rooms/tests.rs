@@ -160,6 +160,22 @@ fn leaving_reports_the_remaining_peers_and_leaving_twice_is_not_in_room() {
 }
 
 #[test]
+fn a_peer_is_in_a_room_until_it_leaves_its_last_one_or_its_room_is_deleted() {
+    let mut r = Rooms::new(6, 4);
+    assert!(!r.in_any_room("a"));
+    join(&mut r, "one", "a", None).expect("one");
+    join(&mut r, "two", "a", None).expect("two");
+    assert!(r.in_any_room("a"));
+    r.leave("one", "a").expect("leave one");
+    assert!(r.in_any_room("a"), "still in `two`");
+    r.delete("two").expect("deleted");
+    assert!(!r.in_any_room("a"), "its last room was deleted");
+    join(&mut r, "three", "a", None).expect("three");
+    r.leave_all("a");
+    assert!(!r.in_any_room("a"));
+}
+
+#[test]
 fn peers_share_a_room_only_when_both_are_members() {
     let mut r = Rooms::new(6, 4);
     join(&mut r, "one", "a", None).expect("a");

@@ -1,13 +1,17 @@
 //! One task per socket: takes its events from the ordered inbound queue one at a time, runs
-//! them, answers (ack or `error` event) through the socket's own outbound queue, and on
-//! disconnect leaves every room.
+//! them, answers (ack or `error` event) through the socket's own outbound queue, refreshes
+//! the TURN credentials of a socket in a room (`ice-servers`), and on disconnect leaves every
+//! room.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::hub::Hub;
+use crate::ice::IceServersEvent;
+use crate::ice::refresh::CredentialRefresh;
 use crate::protocol::{ClientEvent, ErrorCode, Refusal};
 use crate::socket::events;
 use crate::socket::inbound::{InboundItem, QueuedBytes};
@@ -32,14 +36,24 @@ pub struct PeerCtx {
     pub counted_ip: Option<std::net::IpAddr>,
 }
 
-/// Runs until the socket disconnects (or its inbound queue closes).
+/// Runs until the socket disconnects (or its inbound queue closes). The credential refresh
+/// is a deadline in this loop, not a task of its own: it ends with the socket.
 pub async fn run(
     hub: Arc<Hub>,
     me: PeerCtx,
     mut rx: mpsc::Receiver<InboundItem>,
     queued: Arc<QueuedBytes>,
 ) {
-    while let Some(item) = rx.recv().await {
+    let mut refresh = CredentialRefresh::new(hub.cfg.turn.credential_ttl);
+    loop {
+        let item = tokio::select! {
+            item = rx.recv() => item,
+            () = until(refresh.poll_timeout()) => {
+                refresh_credentials(&hub, &me, &mut refresh).await;
+                continue;
+            }
+        };
+        let Some(item) = item else { break };
         match item {
             InboundItem::Disconnect => break,
             InboundItem::Event {
@@ -48,19 +62,57 @@ pub async fn run(
                 size,
                 body,
             } => {
-                let result = match (ClientEvent::parse(&event), body) {
+                let parsed = ClientEvent::parse(&event);
+                let result = match (parsed, body) {
                     (_, Err(refusal)) => Err(refusal),
                     (None, Ok(_)) => {
                         Err(Refusal::bad(format!("unknown event `{}`", short(&event))))
                     }
                     (Some(ev), Ok(body)) => events::handle(&hub, &me, ev, body).await,
                 };
+                if result.is_ok() {
+                    match parsed {
+                        // The ack carried fresh credentials.
+                        Some(ClientEvent::JoinRoom) => refresh.handle_issued(Instant::now()),
+                        Some(ClientEvent::LeaveRoom) if !hub.store.in_any_room(&me.id).await => {
+                            refresh.handle_no_room();
+                        }
+                        _ => {}
+                    }
+                }
                 answer(&hub, &me, &event, ack_id, result).await;
                 queued.sub(size);
             }
         }
     }
     cleanup(&hub, &me).await;
+}
+
+/// Sleeps until `due`; forever when nothing is due.
+async fn until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The refresh deadline passed: sends fresh credentials if the socket is still in a room
+/// (a REST `DELETE` may have removed it from its last one), else disarms the timer.
+async fn refresh_credentials(hub: &Hub, me: &PeerCtx, refresh: &mut CredentialRefresh) {
+    if !hub.store.in_any_room(&me.id).await {
+        refresh.handle_no_room();
+        return;
+    }
+    // Not the client's `userId`: the connection's own TURN user (SPEC section 2).
+    let ice = IceServersEvent::from(hub.ice_servers(&me.turn_user));
+    refresh.handle_issued(Instant::now());
+    match serde_json::to_value(ice) {
+        Ok(body) => {
+            hub.notify(&me.id, "ice-servers", body).await;
+            hub.metrics.credential_refreshes.inc();
+        }
+        Err(e) => tracing::warn!(peer = %me.id, error = %e, "Credential refresh not encoded"),
+    }
 }
 
 pub(crate) fn short(s: &str) -> String {
