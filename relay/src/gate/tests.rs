@@ -324,6 +324,29 @@ async fn allocated_on(
     allocated_with(stream, |_| {}).await
 }
 
+/// The crate's success answer to `alloc_req`, with a relayed socket bound for it.
+async fn crate_success_for(f: &Fixture, alloc_req: &[u8]) -> Message {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let relayed = socket.local_addr().expect("addr");
+    f.gate
+        .tables
+        .add_slot(Arc::new(RelaySlot::new(socket, relayed)));
+    let req = decode(alloc_req);
+    let mut ok = Message::new();
+    ok.build(&[
+        Box::new(TransactionId(req.transaction_id.0)),
+        Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_SUCCESS_RESPONSE)),
+        Box::new(RelayedAddress {
+            ip: relayed.ip(),
+            port: relayed.port(),
+        }),
+    ])
+    .expect("build");
+    ok
+}
+
 async fn allocated_with(
     stream: bool,
     tweak: impl FnOnce(&mut GateConfig),
@@ -347,24 +370,7 @@ async fn allocated_with(
         auth,
     );
     assert!(matches!(f.client_packet(&alloc_req), Inbound::ToCrate(_)));
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let relayed = socket.local_addr().expect("addr");
-    f.gate
-        .tables
-        .add_slot(Arc::new(RelaySlot::new(socket, relayed)));
-    let req = decode(&alloc_req);
-    let mut ok = Message::new();
-    ok.build(&[
-        Box::new(TransactionId(req.transaction_id.0)),
-        Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_SUCCESS_RESPONSE)),
-        Box::new(RelayedAddress {
-            ip: relayed.ip(),
-            port: relayed.port(),
-        }),
-    ])
-    .expect("build");
+    let ok = crate_success_for(&f, &alloc_req).await;
     assert!(
         matches!(f.crate_says(&ok.raw, f.client), Outbound::Allocated),
         "an allocation success is forwarded and reported to the transport"
@@ -507,24 +513,7 @@ async fn a_retransmitted_allocate_is_dropped_in_flight_and_answered_with_the_ori
         matches!(f.client_packet(&alloc_req), Inbound::Drop),
         "a retransmission in flight is not handed to the crate again"
     );
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let relayed = socket.local_addr().expect("addr");
-    f.gate
-        .tables
-        .add_slot(Arc::new(RelaySlot::new(socket, relayed)));
-    let req = decode(&alloc_req);
-    let mut ok = Message::new();
-    ok.build(&[
-        Box::new(TransactionId(req.transaction_id.0)),
-        Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_SUCCESS_RESPONSE)),
-        Box::new(RelayedAddress {
-            ip: relayed.ip(),
-            port: relayed.port(),
-        }),
-    ])
-    .expect("build");
+    let ok = crate_success_for(&f, &alloc_req).await;
     assert!(matches!(
         f.crate_says(&ok.raw, f.client),
         Outbound::Allocated
