@@ -148,6 +148,10 @@ fn one_allocate_sent_from_16_source_ports_yields_no_more_than_the_users_quota() 
     let ports = Ports::new();
     let _relay = start(&ports, "max_allocations_per_user = 2");
     let server = relay_addr(&ports);
+    // Every round's sockets stay open to the end: a closed one's port could be handed to a
+    // later round, whose Allocate from that 5-tuple would then rightly get 437 (the earlier
+    // round's allocation still holds it).
+    let mut held = Vec::with_capacity(ROUNDS * 16);
     for round in 0..ROUNDS {
         let mut first = RawClient::new(server, &credential(TEST_SECRET, &format!("u{round}")));
         first.ensure_nonce();
@@ -175,6 +179,7 @@ fn one_allocate_sent_from_16_source_ports_yields_no_more_than_the_users_quota() 
         let ok = codes.iter().filter(|c| **c == 200).count();
         assert_eq!(ok, 2, "round {round}: responses {codes:?}");
         assert_eq!(codes.iter().filter(|c| **c == 486).count(), 14, "{codes:?}");
+        held.extend(sockets);
     }
     assert_eq!(allocations(&ports), (2 * ROUNDS) as f64);
 }
