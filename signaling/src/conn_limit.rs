@@ -7,6 +7,10 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+/// How long an Engine.IO session may stay open without a Socket.IO CONNECT (and counts as
+/// pending against the cap).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
+
 #[derive(Debug, Default)]
 struct Entry {
     live: usize,

@@ -5,18 +5,18 @@
 
 use serde_json::Value;
 
-use crate::protocol::{ClientEvent, ErrorCode, Refusal};
+use crate::core::rules::{Plan, Then};
+use crate::core::{ClientEvent, PeerInfo, Rules};
+use crate::protocol::{ErrorCode, EventName, Refusal, short};
 use crate::rooms::{MAX_DISPLAY_NAME_LEN, valid_room_id};
-use crate::socket::events::{self, Request};
-use crate::socket::session::short;
 
 /// `signaling.max_payload_bytes` by default.
 pub const MAX_PAYLOAD: usize = 65_536;
 
 /// What the server decides about one event before acting on it, in its order: the size
-/// limit and JSON decoding (done as the packet arrives), the event name, then the payload
-/// checks of [`events::decode`].
-pub fn decode(name: &str, payload: &[u8], max_payload: usize) -> Result<Request, Refusal> {
+/// limit and JSON decoding (done as the packet arrives), the event name, then the typed
+/// payload checks of [`ClientEvent::decode`].
+pub fn decode(name: &str, payload: &[u8], max_payload: usize) -> Result<ClientEvent, Refusal> {
     let size = name.len() + payload.len();
     if size > max_payload {
         return Err(Refusal::new(
@@ -31,10 +31,10 @@ pub fn decode(name: &str, payload: &[u8], max_payload: usize) -> Result<Request,
         serde_json::from_slice::<Value>(payload)
             .map_err(|_| Refusal::bad("payload is not valid JSON data"))?
     };
-    let Some(event) = ClientEvent::parse(name) else {
+    let Some(event) = EventName::parse(name) else {
         return Err(Refusal::bad(format!("unknown event `{}`", short(name))));
     };
-    events::decode(event, body)
+    ClientEvent::decode(event, body)
 }
 
 /// One event: the input is the event name, a newline, then the JSON payload. Decoding
@@ -61,43 +61,66 @@ pub fn event(data: &[u8]) {
             assert_eq!(ack["error"]["code"], r.code.as_str());
             assert_eq!(r.event(&short(&name))["code"], r.code.as_str());
         }
-        Ok(request) => check(&request),
+        Ok(event) => check(event),
     }
 }
 
-fn check(request: &Request) {
-    match request {
-        Request::Join(j) => {
-            assert!(valid_room_id(&j.room));
+/// What the core relays serializes, carries the target and room that were checked, and
+/// `from` set by the server (never the client's).
+fn check_relayed(event: ClientEvent, target: &str, room: Option<&str>) {
+    let rules = Rules {
+        max_rooms_per_peer: 1,
+    };
+    let peer = PeerInfo {
+        id: "peer".into(),
+        subject: None,
+        fallback_user: "anon".into(),
+    };
+    let Ok(Plan {
+        then: Then::Relay { target: to, event },
+        ..
+    }) = rules.plan(&peer, event, 0)
+    else {
+        panic!("a decoded relayed event plans a relay");
+    };
+    assert_eq!(to, target);
+    let relayed = serde_json::to_value(&*event).unwrap_or(Value::Null);
+    assert_eq!(relayed["targetId"].as_str(), Some(target));
+    assert_eq!(
+        relayed["roomId"].as_str(),
+        room,
+        "the room checked is the room relayed"
+    );
+    assert_eq!(relayed["from"], "peer", "`from` is the server's");
+}
+
+fn check(event: ClientEvent) {
+    match &event {
+        ClientEvent::JoinRoom(j) => {
+            assert!(valid_room_id(j.room_id.as_str()));
             assert!(
                 j.display_name
                     .as_ref()
                     .is_none_or(|n| n.chars().count() <= MAX_DISPLAY_NAME_LEN)
             );
         }
-        Request::Leave { room } | Request::Message { room, .. } => {
-            assert!(valid_room_id(room));
+        ClientEvent::LeaveRoom(l) => assert!(valid_room_id(l.room_id.as_str())),
+        ClientEvent::Message(m) => assert!(valid_room_id(m.room_id.as_str())),
+        ClientEvent::UpdateState(u) => assert!(valid_room_id(u.room_id.as_str())),
+        ClientEvent::Offer(o) => {
+            assert!(!o.offer.is_null());
+            let (t, r) = (o.target_id.clone(), o.room_id.clone());
+            check_relayed(event, &t, r.as_deref());
         }
-        Request::UpdateState { room, state } => {
-            assert!(valid_room_id(room));
-            assert!(state.is_object(), "a state is an object");
+        ClientEvent::Answer(a) => {
+            assert!(!a.answer.is_null());
+            let (t, r) = (a.target_id.clone(), a.room_id.clone());
+            check_relayed(event, &t, r.as_deref());
         }
-        Request::Relay { target, room, body } => {
-            assert!(!target.is_empty());
-            assert_eq!(
-                body.get("targetId").and_then(Value::as_str),
-                Some(&target[..])
-            );
-            assert_eq!(
-                body.get("roomId").and_then(Value::as_str),
-                room.as_deref(),
-                "the room checked is the room relayed"
-            );
-            // What is relayed serializes back (with `from` added by the handler).
-            let mut relayed = body.clone();
-            relayed.insert("from".into(), Value::String("peer".into()));
-            assert!(serde_json::to_vec(&relayed).is_ok());
+        ClientEvent::IceCandidate(c) => {
+            let (t, r) = (c.target_id.clone(), c.room_id.clone());
+            check_relayed(event, &t, r.as_deref());
         }
-        Request::Signal { to, .. } => assert!(!to.is_empty()),
+        ClientEvent::Signal(s) => assert!(!s.to.is_empty()),
     }
 }

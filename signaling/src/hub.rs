@@ -1,49 +1,33 @@
-//! The state every connection and REST handler shares: configuration, the room store, the
-//! outbound queue of every connected peer, metrics and the authenticator.
+//! The state every connection and REST handler shares: configuration, the signaling core
+//! (rooms behind one mutex, held only for a synchronous step), the outbound queue of every
+//! connected peer, metrics and the authenticator; and the execution of the core's
+//! deliveries.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use socketioxide::adapter::LocalAdapter;
-use socketioxide::socket::Socket;
+use switchboard_config::Config;
 use switchboard_config::ice::{IceUris, ice_uris};
-use switchboard_config::{Config, unix_now};
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::SendTimeoutError;
 
 use crate::auth::origin_allowed;
-use crate::conn_limit::PerIpConnections;
+use crate::clock;
+use crate::conn_limit::{CONNECT_TIMEOUT, PerIpConnections};
+use crate::core::{Core, Delivery, Rules};
 use crate::ice::{IceServersResponse, ice_servers};
 use crate::live::{Live, needs_restart};
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
-use crate::protocol::{ErrorCode, Refusal};
+use crate::peers::{Body, Packet, PeerQueue, Peers};
+use crate::protocol::Refusal;
 use crate::rooms::Rooms;
-use crate::socket::inbound::QueuedBytes;
-use crate::socket::outbound::{Outbound, Queued};
-use crate::store::{MemoryStore, RoomStore};
-
-/// How long a sender waits for room in a target's outbound queue (the target's connection
-/// is not draining) before the event is refused with `rate-limited`.
-pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A connected peer's outbound queue: its sender, the bytes it holds (capped), and the
-/// socket, to close when it stops reading.
-#[derive(Clone)]
-pub struct PeerQueue {
-    pub tx: mpsc::Sender<Queued>,
-    pub bytes: Arc<QueuedBytes>,
-    pub socket: Weak<Socket<LocalAdapter>>,
-}
 
 /// Shared service state.
 pub struct Hub {
     pub cfg: Arc<Config>,
-    pub store: Arc<dyn RoomStore>,
+    /// Rooms, membership and the rules ([`Core`]).
+    core: Mutex<Core>,
     pub metrics: Metrics,
     /// What SIGHUP can change: auth, TURN secrets, admin token, CORS origins.
     live: RwLock<Arc<Live>>,
@@ -51,7 +35,7 @@ pub struct Hub {
     pub passwords: Passwords,
     ice_uris: IceUris,
     /// peer id → that peer's outbound queue.
-    peers: RwLock<HashMap<String, PeerQueue>>,
+    pub peers: Peers,
     /// Source IP → its open Socket.IO connections (`signaling.max_connections_per_ip`).
     per_ip: Mutex<PerIpConnections>,
     ready: AtomicBool,
@@ -65,7 +49,7 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// Builds the state with the in-memory store.
+    /// Builds the state with in-memory rooms.
     #[must_use]
     pub fn new(cfg: Arc<Config>) -> Arc<Self> {
         let rooms = Rooms::new(
@@ -73,27 +57,21 @@ impl Hub {
             cfg.signaling.max_rooms_per_socket,
         )
         .with_max_persistent(cfg.signaling.max_persistent_rooms);
-        let store = Arc::new(MemoryStore::from_rooms(rooms));
-        Self::with_store(cfg, store)
-    }
-
-    /// Builds the state on any [`RoomStore`].
-    #[must_use]
-    pub fn with_store(cfg: Arc<Config>, store: Arc<dyn RoomStore>) -> Arc<Self> {
+        let rules = Rules {
+            max_rooms_per_peer: cfg.signaling.max_rooms_per_socket,
+        };
+        let core = Mutex::new(Core::new(rules, rooms));
         let live = RwLock::new(Arc::new(Live::from_config(&cfg)));
         let ice_uris = ice_uris(&cfg.turn, &cfg.relay);
-        let per_ip = PerIpConnections::new(
-            cfg.signaling.max_connections_per_ip,
-            crate::socket::CONNECT_TIMEOUT,
-        );
+        let per_ip = PerIpConnections::new(cfg.signaling.max_connections_per_ip, CONNECT_TIMEOUT);
         Arc::new(Self {
             cfg,
-            store,
+            core,
             metrics: Metrics::new(),
             live,
             passwords: Passwords::default(),
             ice_uris,
-            peers: RwLock::new(HashMap::new()),
+            peers: Peers::default(),
             per_ip: Mutex::new(per_ip),
             ready: AtomicBool::new(true),
             started: Instant::now(),
@@ -113,6 +91,14 @@ impl Hub {
     #[must_use]
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// The core, for one synchronous step (never held across an await).
+    pub fn core(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock leaves consistent data (every step is one call).
+        self.core
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The hot-reloadable settings now in force.
@@ -149,7 +135,7 @@ impl Hub {
             self.live().secrets.signing(),
             self.cfg.turn.credential_ttl,
             user_id,
-            unix_now(),
+            clock::unix_secs(),
         )
     }
 
@@ -177,107 +163,61 @@ impl Hub {
     }
 
     pub fn register_peer(&self, peer_id: &str, queue: PeerQueue) {
-        self.peers_mut().insert(peer_id.to_string(), queue);
+        self.peers.register(peer_id, queue);
     }
 
     pub fn unregister_peer(&self, peer_id: &str) {
-        self.peers_mut().remove(peer_id);
+        self.peers.unregister(peer_id);
     }
 
     #[must_use]
     pub fn connected_peers(&self) -> usize {
-        self.peers
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        self.peers.len()
     }
 
-    fn peers_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, PeerQueue>> {
-        self.peers
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Queues `packet` for `peer_id` (see [`Peers::send_to`]).
+    pub async fn send_to(&self, peer_id: &str, packet: Packet) -> Result<(), Refusal> {
+        self.peers.send_to(peer_id, packet, &self.metrics).await
     }
 
-    fn queue_of(&self, peer_id: &str) -> Option<PeerQueue> {
-        self.peers
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(peer_id)
-            .cloned()
-    }
-
-    /// Queues `item` for `peer_id`, waiting (bounded by [`DELIVERY_TIMEOUT`]) while its queue
-    /// is full: backpressure on the sender rather than loss. A peer whose queue would pass
-    /// its byte cap is not reading: it is disconnected (logged and counted), so a slow reader
-    /// cannot grow the server's memory.
-    pub async fn send_to(&self, peer_id: &str, item: Outbound) -> Result<(), Refusal> {
-        let Some(q) = self.queue_of(peer_id) else {
-            return Err(Refusal::new(ErrorCode::UnknownPeer, "no such peer"));
-        };
-        let size = item.encoded_size();
-        if !q.bytes.try_add(size) {
-            self.close_slow_reader(peer_id, &q);
-            return Err(Refusal::new(
-                ErrorCode::UnknownPeer,
-                "the target peer was not reading and was disconnected",
-            ));
-        }
-        let res =
-            q.tx.send_timeout(Queued { item, size }, DELIVERY_TIMEOUT)
-                .await;
-        if res.is_err() {
-            q.bytes.sub(size);
-        }
-        match res {
-            Ok(()) => Ok(()),
-            Err(SendTimeoutError::Closed(_)) => {
-                Err(Refusal::new(ErrorCode::UnknownPeer, "peer has left"))
-            }
-            Err(SendTimeoutError::Timeout(_)) => Err(Refusal::new(
-                ErrorCode::RateLimited,
-                "the target peer is not reading; event not delivered",
-            )),
-        }
-    }
-
-    fn close_slow_reader(&self, peer_id: &str, q: &PeerQueue) {
-        // Once per peer: later sends find it unregistered or its socket gone.
-        self.peers_mut().remove(peer_id);
-        self.metrics.slow_readers_closed.inc();
-        tracing::warn!(
-            peer = %peer_id,
-            cap_bytes = q.bytes.max(),
-            "Slow reader disconnected: its outbound queue passed its byte cap"
-        );
-        if let Some(s) = q.socket.upgrade()
-            && let Err(e) = s.disconnect()
-        {
-            tracing::debug!(peer = %peer_id, error = %e, "Slow reader already gone");
-        }
-    }
-
-    /// Best-effort notification (presence events): failures are logged, not answered.
-    pub async fn notify(&self, peer_id: &str, event: &'static str, data: Value) {
-        if let Err(e) = self.send_to(peer_id, Outbound::emit(event, data)).await {
+    /// Best-effort notification: failures are logged, not answered.
+    pub async fn notify(&self, peer_id: &str, event: &'static str, body: Body) {
+        if let Err(e) = self.send_to(peer_id, Packet::emit(event, body)).await {
             tracing::debug!(peer = %peer_id, event, code = e.code.as_str(), "Notification not queued");
         }
     }
 
-    /// Tells `to` that `left` left `room_id`.
-    pub async fn notify_left(&self, to: &[String], room_id: &str, left: &str) {
-        for peer in to {
-            self.notify(
-                peer,
-                "user-left",
-                json!({"roomId": room_id, "peerId": left}),
-            )
-            .await;
+    /// Queues the core's deliveries in order. A relayed event (with an origin) that cannot
+    /// be queued stops nothing else but is the sender's answer: the first such refusal is
+    /// returned. Presence events are best effort.
+    pub async fn deliver(&self, deliveries: Vec<Delivery>) -> Result<(), Refusal> {
+        let mut first_refusal = Ok(());
+        for d in deliveries {
+            let event = d.event.name();
+            let relayed = d.origin.is_some();
+            let packet = Packet::Emit {
+                event,
+                body: Body::Event(d.event),
+                origin: d.origin,
+            };
+            match self.send_to(&d.to, packet).await {
+                Ok(()) => {}
+                Err(r) if relayed => {
+                    if first_refusal.is_ok() {
+                        first_refusal = Err(r);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %d.to, event, code = e.code.as_str(), "Notification not queued");
+                }
+            }
         }
+        first_refusal
     }
 
-    /// Refreshes the room/peer gauges from the store.
-    pub async fn refresh_gauges(&self) -> (usize, usize) {
-        let (rooms, peers) = self.store.counts().await;
+    /// Refreshes the room/peer gauges from the core.
+    pub fn refresh_gauges(&self) -> (usize, usize) {
+        let (rooms, peers) = self.core().counts();
         self.metrics
             .rooms
             .set(i64::try_from(rooms).unwrap_or(i64::MAX));

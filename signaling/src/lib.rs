@@ -1,13 +1,19 @@
 //! Switchboard signaling: Socket.IO rooms and presence, relayed offers/answers/ICE, a REST
 //! API and TURN credentials (SPEC sections 2 and 4).
 //!
-//! Layout: [`rooms`] is the deciding logic (pure), [`store`] the one interface to room state,
-//! [`socket`] the Socket.IO side, [`rest`] the REST API, [`server`] the listener, shutdown and
-//! process entry point.
+//! Layout: [`core`] is the sans-IO protocol core (rules, fan-out, and the in-memory
+//! [`rooms`] behind its state seam); [`hub`] the shared state that executes its decisions
+//! through [`peers`] (the outbound queues); [`socket`] the Socket.IO side (decode, queue,
+//! write); [`rest`] the REST API; [`server`] the listener, shutdown and process entry point.
+//!
+//! Module dependencies point one way: `server` → `socket`/`rest` → `hub` → `peers` →
+//! `core` → `rooms`/`protocol`.
 
 pub mod assets;
 pub mod auth;
+pub mod clock;
 pub mod conn_limit;
+pub mod core;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hub;
@@ -15,13 +21,13 @@ pub mod ice;
 pub mod live;
 pub mod metrics;
 pub mod passwords;
+pub mod peers;
 pub mod protocol;
 pub mod ratelimit;
 pub mod rest;
 pub mod rooms;
 pub mod server;
 pub mod socket;
-pub mod store;
 
 pub use hub::Hub;
 pub use server::{app, main_with, run, serve};

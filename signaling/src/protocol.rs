@@ -1,10 +1,7 @@
-//! Socket.IO protocol v1 (SPEC section 4): event names, error codes and payload shapes.
-//!
-//! Payloads are parsed from `serde_json::Value` here, so that a wrong type or a missing field
-//! becomes a `bad-request` answer naming the field instead of a silently dropped event.
+//! Socket.IO protocol v1 (SPEC section 4): event names, error codes and refusals. The typed
+//! payloads of each event are in [`crate::core::event`].
 
-use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// The stable error codes clients see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,10 +14,12 @@ pub enum ErrorCode {
     UnknownPeer,
     RateLimited,
     PayloadTooLarge,
+    /// The shared state (Redis) could not be reached; the event was not performed.
+    Unavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::RoomFull,
@@ -29,6 +28,7 @@ impl ErrorCode {
         ErrorCode::UnknownPeer,
         ErrorCode::RateLimited,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::Unavailable,
     ];
 
     #[must_use]
@@ -42,6 +42,7 @@ impl ErrorCode {
             ErrorCode::UnknownPeer => "unknown-peer",
             ErrorCode::RateLimited => "rate-limited",
             ErrorCode::PayloadTooLarge => "payload-too-large",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
@@ -80,9 +81,9 @@ impl Refusal {
     }
 }
 
-/// Client → server events.
+/// The names of the client → server events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientEvent {
+pub enum EventName {
     JoinRoom,
     LeaveRoom,
     Offer,
@@ -93,7 +94,7 @@ pub enum ClientEvent {
     UpdateState,
 }
 
-impl ClientEvent {
+impl EventName {
     #[must_use]
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
@@ -122,83 +123,12 @@ impl ClientEvent {
             Self::UpdateState => "update-state",
         }
     }
-
-    /// For `offer`/`answer`/`ice-candidate`: the field carrying the SDP or candidate.
-    #[must_use]
-    pub fn relay_field(self) -> Option<&'static str> {
-        match self {
-            Self::Offer => Some("offer"),
-            Self::Answer => Some("answer"),
-            Self::IceCandidate => Some("candidate"),
-            _ => None,
-        }
-    }
 }
 
-/// The payload object of an event, with typed field access.
-#[derive(Debug)]
-pub struct Fields(Map<String, Value>);
-
-impl Fields {
-    /// The payload must be a JSON object.
-    pub fn new(v: Value) -> Result<Self, Refusal> {
-        match v {
-            Value::Object(m) => Ok(Self(m)),
-            _ => Err(Refusal::bad("payload must be an object")),
-        }
-    }
-
-    /// A required non-empty string.
-    pub fn string(&self, key: &str) -> Result<String, Refusal> {
-        match self.0.get(key) {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            Some(_) => Err(Refusal::bad(format!("`{key}` must be a non-empty string"))),
-            None => Err(Refusal::bad(format!("`{key}` is required"))),
-        }
-    }
-
-    /// An optional string (absent or null → `None`).
-    pub fn opt_string(&self, key: &str) -> Result<Option<String>, Refusal> {
-        match self.0.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(Refusal::bad(format!("`{key}` must be a string"))),
-        }
-    }
-
-    /// A required field of any JSON type except absent (`null` allowed when `null_ok`).
-    pub fn any(&self, key: &str, null_ok: bool) -> Result<Value, Refusal> {
-        match self.0.get(key) {
-            None => Err(Refusal::bad(format!("`{key}` is required"))),
-            Some(Value::Null) if !null_ok => Err(Refusal::bad(format!("`{key}` must not be null"))),
-            Some(v) => Ok(v.clone()),
-        }
-    }
-
-    /// An optional field of any type (absent → null).
-    #[must_use]
-    pub fn opt_any(&self, key: &str) -> Value {
-        self.0.get(key).cloned().unwrap_or(Value::Null)
-    }
-
-    /// The whole object, for relaying with fields added.
-    #[must_use]
-    pub fn into_map(self) -> Map<String, Value> {
-        self.0
-    }
-}
-
-/// `{ok: true, ...extra}`.
+/// An event name as it may appear in a refusal or a log line: at most 64 characters.
 #[must_use]
-pub fn ok_with(extra: impl Serialize) -> Value {
-    let mut v = serde_json::to_value(extra).unwrap_or(Value::Null);
-    match &mut v {
-        Value::Object(m) => {
-            m.insert("ok".into(), Value::Bool(true));
-            v
-        }
-        _ => json!({"ok": true}),
-    }
+pub fn short(s: &str) -> String {
+    s.chars().take(64).collect()
 }
 
 #[cfg(test)]
@@ -218,7 +148,8 @@ mod tests {
                 "not-in-room",
                 "unknown-peer",
                 "rate-limited",
-                "payload-too-large"
+                "payload-too-large",
+                "unavailable"
             ]
         );
     }
@@ -237,25 +168,6 @@ mod tests {
     }
 
     #[test]
-    fn wrong_types_and_missing_fields_are_bad_requests_naming_the_field() {
-        assert!(Fields::new(json!("x")).is_err());
-        let f = Fields::new(json!({"roomId": 5, "to": "", "data": null})).expect("object");
-        assert!(
-            f.string("roomId")
-                .is_err_and(|e| e.message.contains("roomId"))
-        );
-        assert!(f.string("to").is_err());
-        assert!(
-            f.string("missing")
-                .is_err_and(|e| e.message.contains("required"))
-        );
-        assert!(f.any("data", false).is_err());
-        assert!(f.any("data", true).is_ok());
-        assert_eq!(f.opt_string("nope"), Ok(None));
-        assert!(f.opt_string("roomId").is_err());
-    }
-
-    #[test]
     fn every_client_event_name_round_trips() {
         for name in [
             "join-room",
@@ -267,14 +179,8 @@ mod tests {
             "message",
             "update-state",
         ] {
-            assert_eq!(ClientEvent::parse(name).map(ClientEvent::name), Some(name));
+            assert_eq!(EventName::parse(name).map(EventName::name), Some(name));
         }
-        assert_eq!(ClientEvent::parse("hack"), None);
-    }
-
-    #[test]
-    fn ok_with_adds_ok_true() {
-        assert_eq!(ok_with(json!({"a": 1})), json!({"ok": true, "a": 1}));
-        assert_eq!(ok_with(()), json!({"ok": true}));
+        assert_eq!(EventName::parse("hack"), None);
     }
 }

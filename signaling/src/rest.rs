@@ -14,11 +14,12 @@ use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use switchboard_config::credentials::valid_user_id;
 
 pub use error::AppError;
 
 use crate::auth::{bearer, server_chosen_user_id};
+use crate::clock;
+use crate::core::{UserId, resolve_user_id};
 use crate::hub::Hub;
 use crate::rooms::{MAX_DISPLAY_NAME_LEN, RoomInfo};
 
@@ -62,7 +63,7 @@ pub async fn ready(State(hub): State<Arc<Hub>>) -> Response {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
-    hub.refresh_gauges().await;
+    hub.refresh_gauges();
     let mut res = hub.metrics.render().into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -73,7 +74,7 @@ pub async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
 
 /// `GET /stats`: a small JSON summary.
 pub async fn stats(State(hub): State<Arc<Hub>>) -> Json<Value> {
-    let (rooms, peers) = hub.refresh_gauges().await;
+    let (rooms, peers) = hub.refresh_gauges();
     Json(json!({
         "connections": hub.connected_peers(),
         "rooms": rooms,
@@ -99,16 +100,13 @@ pub async fn ice_servers(
     if q.service.as_deref().is_some_and(|s| s != "turn") {
         return Err(AppError::bad_request("`service` must be \"turn\""));
     }
-    let user_id = match (subject, q.username) {
-        (Some(sub), _) => sub,
+    let user_id = match resolve_user_id(subject.as_deref(), q.username.as_deref(), "username")
+        .map_err(|r| AppError::bad_request(r.message))?
+    {
+        UserId::Subject(sub) => sub.to_string(),
         // Auth off: the server chooses; the client's word may only prefix it (SPEC 2).
-        (None, Some(u)) if valid_user_id(&u) => server_chosen_user_id(Some(&u)),
-        (None, Some(_)) => {
-            return Err(AppError::bad_request(
-                "`username` must be 1-128 printable characters without `:` or spaces",
-            ));
-        }
-        (None, None) => server_chosen_user_id(None),
+        UserId::Asked(u) => server_chosen_user_id(Some(u)),
+        UserId::Unspecified => server_chosen_user_id(None),
     };
     let mut res = Json(hub.ice_servers(&user_id)).into_response();
     res.headers_mut()
@@ -145,9 +143,8 @@ pub async fn list_rooms(
         authenticate(&hub, &headers)?;
     }
     let rooms: Vec<Value> = hub
-        .store
+        .core()
         .list_rooms()
-        .await
         .into_iter()
         .map(|r| room_view(r, admin))
         .collect();
@@ -223,16 +220,9 @@ pub async fn create_room(
         }
         None => None,
     };
-    let now_ms = u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis()),
-    )
-    .unwrap_or(u64::MAX);
     let info = hub
-        .store
-        .create_room(id, body.name, body.max_peers, password, now_ms)
-        .await
+        .core()
+        .create_room(id, body.name, body.max_peers, password, clock::unix_ms())
         .map_err(|e| {
             hub.metrics.error("rate-limited");
             hub.metrics.rooms_refused.inc();
@@ -254,9 +244,8 @@ pub async fn get_room(
         authenticate(&hub, &headers)?;
     }
     let info = hub
-        .store
+        .core()
         .get_room(&id)
-        .await
         .ok_or_else(|| AppError::not_found("no such room"))?;
     Ok(Json(room_view(info, admin)))
 }
@@ -279,15 +268,17 @@ pub async fn delete_room(
         }
         Some(true) => {}
     }
-    let members = hub
-        .store
+    let deliveries = hub
+        .core()
         .delete_room(&id)
-        .await
         .ok_or_else(|| AppError::not_found("no such room"))?;
-    for gone in &members {
-        hub.notify_left(&members, &id, gone).await;
-    }
-    tracing::info!(room = %id, removed = members.len(), "Room deleted");
+    let removed = deliveries
+        .iter()
+        .filter(|d| matches!(&*d.event, crate::core::ServerEvent::UserLeft { peer_id, .. } if *peer_id == d.to))
+        .count();
+    // Presence only: nothing to answer.
+    let _ = hub.deliver(deliveries).await;
+    tracing::info!(room = %id, removed, "Room deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -191,13 +191,7 @@ async fn sweep_idle_rooms(hub: Weak<Hub>, idle: Duration) {
     loop {
         tick.tick().await;
         let Some(hub) = hub.upgrade() else { break };
-        let now_ms = u64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis()),
-        )
-        .unwrap_or(u64::MAX);
-        let gone = hub.store.expire_idle(now_ms, idle_ms).await;
+        let gone = hub.core().expire_idle(crate::clock::unix_ms(), idle_ms);
         if !gone.is_empty() {
             hub.metrics
                 .rooms_expired

@@ -3,12 +3,12 @@
 //!
 //! Design for ordering and no silent loss (SPEC section 4):
 //! client → [`inbound::Inbound`] extractor (inline, arrival order) → inbound queue →
-//! [`session::run`] (one per socket, one event at a time) → target's outbound queue →
+//! [`session::run`] (one per socket, one event at a time, one synchronous step of
+//! [`crate::core::Core`] each) → target's outbound queue ([`crate::peers`]) →
 //! [`outbound::writer`] (one per socket, retries while the socket buffer is full).
 //! Each step is FIFO, so per (sender, target) events arrive in send order; each step either
 //! waits (bounded) or answers the sender with an error.
 
-pub mod events;
 pub mod inbound;
 pub mod outbound;
 pub mod session;
@@ -27,9 +27,11 @@ use socketioxide::{SocketIo, TransportType};
 use tokio::sync::mpsc;
 
 use crate::auth::server_chosen_user_id;
-use crate::hub::{Hub, PeerQueue};
+use crate::core::PeerInfo;
+use crate::hub::Hub;
+use crate::peers::{PeerQueue, QueuedBytes};
 use crate::ratelimit::EventLimiter;
-use inbound::{Inbound, InboundItem, Inbox, QueuedBytes};
+use inbound::{Inbound, InboundItem, Inbox};
 use session::PeerCtx;
 
 /// Packets a socket's engine.io buffer holds before `emit` reports it full. socketioxide's
@@ -39,7 +41,7 @@ use session::PeerCtx;
 pub const MAX_BUFFER_SIZE: usize = 512;
 
 /// How long an Engine.IO session may stay open without a Socket.IO CONNECT.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
+pub use crate::conn_limit::CONNECT_TIMEOUT;
 
 /// Connect extractor for the socket itself (socketioxide only hands out `SocketRef`, which
 /// we must not hold forever in the writer).
@@ -146,7 +148,7 @@ fn handshake(
     // learns a peer id, and the sid is the only credential of a session's transport.
     let id = new_peer_id();
     let (in_tx, in_rx) = mpsc::channel::<InboundItem>(inbound::QUEUE);
-    let (out_tx, out_rx) = mpsc::channel(outbound::QUEUE);
+    let (out_tx, out_rx) = mpsc::channel(crate::peers::QUEUE);
     let queued = Arc::new(QueuedBytes::new(sig.max_payload_bytes));
     s.extensions.insert(Inbox {
         tx: in_tx.clone(),
@@ -177,16 +179,16 @@ fn handshake(
     hub.metrics.connections.inc();
     hub.metrics.connections_total.inc();
     let me = PeerCtx {
-        id: id.clone(),
+        info: PeerInfo {
+            id: id.clone(),
+            subject: subject.clone(),
+            fallback_user: format!("anon-{}", uuid::Uuid::new_v4().simple()),
+        },
         // Set by `serve` (`into_make_service_with_connect_info`); unspecified in router-only
         // tests.
         ip: ip.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
         counted_ip: ip,
-        turn_user: subject
-            .clone()
-            .unwrap_or_else(|| server_chosen_user_id(None)),
-        subject,
-        fallback_user: format!("anon-{}", uuid::Uuid::new_v4().simple()),
+        turn_user: subject.unwrap_or_else(|| server_chosen_user_id(None)),
     };
     tokio::spawn(outbound::writer(
         Arc::downgrade(s),

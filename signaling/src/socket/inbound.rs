@@ -9,7 +9,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 use socketioxide::adapter::LocalAdapter;
@@ -18,6 +17,7 @@ use socketioxide::handler::{FromMessage, FromMessageParts};
 use socketioxide::socket::Socket;
 use tokio::sync::mpsc;
 
+use crate::peers::QueuedBytes;
 use crate::protocol::{ErrorCode, Refusal};
 use crate::ratelimit::EventLimiter;
 
@@ -50,48 +50,6 @@ pub struct Inbox {
     /// Bytes of events queued and not yet handled: bounds memory per socket while its
     /// session waits on a slow target.
     pub queued: Arc<QueuedBytes>,
-}
-
-/// Payload bytes waiting in one socket's inbound queue, with a cap.
-#[derive(Debug)]
-pub struct QueuedBytes {
-    now: AtomicUsize,
-    max: usize,
-}
-
-impl QueuedBytes {
-    /// At least 4 MiB, and 16 events of the largest size.
-    #[must_use]
-    pub fn new(max_payload: usize) -> Self {
-        Self {
-            now: AtomicUsize::new(0),
-            max: max_payload.saturating_mul(16).max(4 << 20),
-        }
-    }
-
-    /// Reserves `n` bytes; `false` (nothing reserved) when that would pass the cap.
-    pub fn try_add(&self, n: usize) -> bool {
-        self.now
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-                cur.checked_add(n).filter(|total| *total <= self.max)
-            })
-            .is_ok()
-    }
-
-    /// The cap in bytes.
-    #[must_use]
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
-    /// Releases `n` bytes once their event is handled.
-    pub fn sub(&self, n: usize) {
-        let _ = self
-            .now
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
-                Some(cur.saturating_sub(n))
-            });
-    }
 }
 
 /// Marker extractor: extracting it queues the event (see the module docs).
@@ -173,28 +131,5 @@ fn packet_size(v: &socketioxide::handler::Value) -> usize {
                     .map_or(0, |b| b.iter().map(bytes::Bytes::len).sum())
         }
         socketioxide::handler::Value::Bytes(b) => b.len(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queued_bytes_are_capped_and_released() {
-        let q = QueuedBytes::new(1024);
-        let max = 4 << 20;
-        assert!(q.try_add(max - 10));
-        assert!(!q.try_add(11), "over the cap: refused, nothing reserved");
-        assert!(q.try_add(10));
-        q.sub(max);
-        assert!(q.try_add(max));
-    }
-
-    #[test]
-    fn the_cap_is_at_least_sixteen_largest_events() {
-        let q = QueuedBytes::new(1 << 20);
-        assert!(q.try_add(16 << 20));
-        assert!(!q.try_add(1));
     }
 }

@@ -1,15 +1,17 @@
-//! Outbound delivery: one queue and one writer task per connected socket.
+//! The writer: one task per connected socket, draining its outbound queue
+//! ([`crate::peers`]) into the socket.
 //!
-//! Every packet to a socket (relayed events, presence, acks, errors) goes through its queue,
-//! and only its writer emits to it, so packets leave in the order they were queued. socketioxide's
-//! `emit` fails when the socket's engine.io buffer (`max_buffer_size`) is full; the writer then
-//! waits and retries (backpressure) instead of dropping, and if the socket stays full past
-//! [`DELIVERY_TIMEOUT`](crate::hub::DELIVERY_TIMEOUT) the original sender gets an `error`.
+//! Only the writer emits to its socket, so packets leave in the order they were queued.
+//! socketioxide's `emit` fails when the socket's engine.io buffer (`max_buffer_size`) is
+//! full; the writer then waits and retries (backpressure) instead of dropping, and if the
+//! socket stays full past [`DELIVERY_TIMEOUT`] the original sender gets an `error`.
+//!
+//! The `events_relayed` metric is counted here, when a relayed event is handed to the
+//! target's socket (never when queued), for every event [`ServerEvent::is_relayed`] names.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use serde_json::Value;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::AckSender;
 use socketioxide::handler::FromMessageParts;
@@ -18,79 +20,10 @@ use socketioxide::{SendError, SocketError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::hub::{DELIVERY_TIMEOUT, Hub};
+use crate::core::ServerEvent;
+use crate::hub::Hub;
+use crate::peers::{Body, DELIVERY_TIMEOUT, Packet, Queued, QueuedBytes};
 use crate::protocol::{ErrorCode, Refusal};
-use crate::socket::inbound::QueuedBytes;
-
-/// Who to tell when a relayed event cannot be delivered.
-#[derive(Debug, Clone)]
-pub struct Origin {
-    pub sender: String,
-    pub event: &'static str,
-}
-
-/// One packet for one socket.
-#[derive(Debug)]
-pub enum Outbound {
-    Emit {
-        event: &'static str,
-        data: Value,
-        origin: Option<Origin>,
-    },
-    Ack {
-        ack_id: i64,
-        data: Value,
-    },
-}
-
-impl Outbound {
-    #[must_use]
-    pub fn emit(event: &'static str, data: Value) -> Self {
-        Outbound::Emit {
-            event,
-            data,
-            origin: None,
-        }
-    }
-
-    /// About the bytes this packet takes on the wire (its JSON plus the event name), counted
-    /// against the target's queue cap.
-    #[must_use]
-    pub fn encoded_size(&self) -> usize {
-        let (name, data) = match self {
-            Outbound::Emit { event, data, .. } => (event.len(), data),
-            Outbound::Ack { data, .. } => (0, data),
-        };
-        let mut counter = ByteCounter(0);
-        if serde_json::to_writer(&mut counter, data).is_err() {
-            return usize::MAX;
-        }
-        counter.0.saturating_add(name).saturating_add(16)
-    }
-}
-
-/// Counts bytes written (sizes a JSON value without building it).
-struct ByteCounter(usize);
-
-impl std::io::Write for ByteCounter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 = self.0.saturating_add(buf.len());
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// One packet in a socket's outbound queue, with the bytes it holds of the queue's cap.
-#[derive(Debug)]
-pub struct Queued {
-    pub item: Outbound,
-    pub size: usize,
-}
-
-/// Capacity of a socket's outbound queue (the sender waits when it is full).
-pub const QUEUE: usize = 1024;
 
 enum Failure {
     /// The socket's buffer stayed full.
@@ -122,6 +55,10 @@ async fn with_retry(mut attempt: impl FnMut() -> Result<(), SendError>) -> Resul
     }
 }
 
+fn is_relayed(body: &Body) -> bool {
+    matches!(body, Body::Event(e) if ServerEvent::is_relayed(e))
+}
+
 /// Drains `rx` into the socket. Holds only a weak reference, so an idle writer never keeps
 /// a closed socket alive; it ends when the queue's senders are gone or the socket is.
 pub async fn writer(
@@ -130,18 +67,18 @@ pub async fn writer(
     bytes: Arc<QueuedBytes>,
     hub: Arc<Hub>,
 ) {
-    while let Some(Queued { item, size }) = rx.recv().await {
+    while let Some(Queued { packet, size }) = rx.recv().await {
         // Handed to the socket (or dropped) below: no longer held by this queue.
         bytes.sub(size);
         let Some(s) = socket.upgrade() else { break };
-        match item {
-            Outbound::Emit {
+        match packet {
+            Packet::Emit {
                 event,
-                data,
+                body,
                 origin,
-            } => match with_retry(|| s.emit(event, &data)).await {
+            } => match with_retry(|| s.emit(event, &body)).await {
                 Ok(()) => {
-                    if origin.is_some() {
+                    if is_relayed(&body) {
                         hub.metrics.relayed(event);
                     }
                 }
@@ -160,21 +97,21 @@ pub async fn writer(
                         };
                         hub.metrics.error(code.as_str());
                         let body = Refusal::new(code, msg).event(o.event);
-                        hub.notify(&o.sender, "error", body).await;
+                        hub.notify(&o.sender, "error", Body::Json(body)).await;
                     }
                     if closed {
                         break;
                     }
                 }
             },
-            Outbound::Ack { ack_id, data } => {
+            Packet::Ack { ack_id, body } => {
                 let res = with_retry(|| {
                     let mut none = socketioxide::handler::Value::Str("".into(), None);
                     let ack = match AckSender::from_message_parts(&s, &mut none, &Some(ack_id)) {
                         Ok(a) => a,
                         Err(never) => match never {},
                     };
-                    ack.send(&data)
+                    ack.send(&body)
                 })
                 .await;
                 if matches!(res, Err(Failure::Closed)) {

@@ -1,5 +1,5 @@
 //! One task per socket: takes its events from the ordered inbound queue one at a time, runs
-//! them, answers (ack or `error` event) through the socket's own outbound queue, refreshes
+//! them through the core, queues the core's deliveries, answers (ack or `error` event) through the socket's own outbound queue, refreshes
 //! the TURN credentials of a socket in a room (`ice-servers`), and on disconnect leaves every
 //! room.
 
@@ -9,23 +9,21 @@ use std::time::Instant;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::clock;
+use crate::core::{AckBody, Admission, ClientEvent, JoinRoom, PasswordStep, PeerInfo};
 use crate::hub::Hub;
 use crate::ice::IceServersEvent;
 use crate::ice::refresh::CredentialRefresh;
-use crate::protocol::{ClientEvent, ErrorCode, Refusal};
-use crate::socket::events;
-use crate::socket::inbound::{InboundItem, QueuedBytes};
-use crate::socket::outbound::Outbound;
+use crate::peers::{Body, Packet, QueuedBytes};
+use crate::protocol::{ErrorCode, EventName, Refusal, short};
+use crate::socket::inbound::InboundItem;
 
 /// Who the session's socket is.
 #[derive(Debug, Clone)]
 pub struct PeerCtx {
-    /// Peer id: random, never the Engine.IO sid ([`crate::socket::new_peer_id`]).
-    pub id: String,
-    /// The auth subject (TURN user id) when auth is on.
-    pub subject: Option<String>,
-    /// User id used when auth is off and the client gives none.
-    pub fallback_user: String,
+    /// What the core knows of the peer: its id (random, never the Engine.IO sid, see
+    /// [`crate::socket::new_peer_id`]), auth subject and fallback user id.
+    pub info: PeerInfo,
     /// The TURN user id of this connection's credentials: the auth subject, else chosen by
     /// the server for this connection (never the client's `userId`).
     pub turn_user: String,
@@ -34,6 +32,13 @@ pub struct PeerCtx {
     /// The source address counted against `signaling.max_connections_per_ip` (released on
     /// disconnect); `None` when the transport gave none.
     pub counted_ip: Option<std::net::IpAddr>,
+}
+
+impl PeerCtx {
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.info.id
+    }
 }
 
 /// Runs until the socket disconnects (or its inbound queue closes). The credential refresh
@@ -62,23 +67,21 @@ pub async fn run(
                 size,
                 body,
             } => {
-                let parsed = ClientEvent::parse(&event);
+                let parsed = EventName::parse(&event);
                 let result = match (parsed, body) {
                     (_, Err(refusal)) => Err(refusal),
                     (None, Ok(_)) => {
                         Err(Refusal::bad(format!("unknown event `{}`", short(&event))))
                     }
-                    (Some(ev), Ok(body)) => events::handle(&hub, &me, ev, body).await,
+                    (Some(name), Ok(body)) => run_event(&hub, &me, name, body).await,
                 };
-                if result.is_ok() {
-                    match parsed {
-                        // The ack carried fresh credentials.
-                        Some(ClientEvent::JoinRoom) => refresh.handle_issued(Instant::now()),
-                        Some(ClientEvent::LeaveRoom) if !hub.store.in_any_room(&me.id).await => {
-                            refresh.handle_no_room();
-                        }
-                        _ => {}
+                match &result {
+                    // The ack carried fresh credentials.
+                    Ok(AckBody::Joined { .. }) => refresh.handle_issued(Instant::now()),
+                    Ok(AckBody::Left { .. }) if !hub.core().in_any_room(me.id()) => {
+                        refresh.handle_no_room();
                     }
+                    _ => {}
                 }
                 answer(&hub, &me, &event, ack_id, result).await;
                 queued.sub(size);
@@ -99,7 +102,7 @@ async fn until(due: Option<Instant>) {
 /// The refresh deadline passed: sends fresh credentials if the socket is still in a room
 /// (a REST `DELETE` may have removed it from its last one), else disarms the timer.
 async fn refresh_credentials(hub: &Hub, me: &PeerCtx, refresh: &mut CredentialRefresh) {
-    if !hub.store.in_any_room(&me.id).await {
+    if !hub.core().in_any_room(me.id()) {
         refresh.handle_no_room();
         return;
     }
@@ -108,15 +111,93 @@ async fn refresh_credentials(hub: &Hub, me: &PeerCtx, refresh: &mut CredentialRe
     refresh.handle_issued(Instant::now());
     match serde_json::to_value(ice) {
         Ok(body) => {
-            hub.notify(&me.id, "ice-servers", body).await;
+            hub.notify(me.id(), "ice-servers", Body::Json(body)).await;
             hub.metrics.credential_refreshes.inc();
         }
-        Err(e) => tracing::warn!(peer = %me.id, error = %e, "Credential refresh not encoded"),
+        Err(e) => tracing::warn!(peer = %me.id(), error = %e, "Credential refresh not encoded"),
     }
 }
 
-pub(crate) fn short(s: &str) -> String {
-    s.chars().take(64).collect()
+/// Decodes and runs one event: the password step (slow, outside the core), then one
+/// synchronous step of the core, then its deliveries in order. The answer is the core's
+/// ack, or the refusal of a relayed event that could not be queued.
+async fn run_event(
+    hub: &Hub,
+    me: &PeerCtx,
+    name: EventName,
+    body: Value,
+) -> Result<AckBody, Refusal> {
+    let mut event = ClientEvent::decode(name, body)?;
+    let mut joining = None;
+    if let ClientEvent::JoinRoom(j) = &mut event {
+        prepare_join(hub, me, j).await?;
+        joining = Some(j.room_id.clone());
+    }
+    let outcome = hub.core().handle(&me.info, event, clock::unix_ms());
+    if let (Some(room), Err(r)) = (&joining, &outcome.ack)
+        && r.code == ErrorCode::WrongPassword
+    {
+        hub.passwords.handle_failure(room.as_str(), me.ip);
+    }
+    if let (Some(room), Ok(AckBody::Joined { peers, .. })) = (&joining, &outcome.ack) {
+        tracing::debug!(peer = %me.id(), room = %room, others = peers.len(), "Joined room");
+    }
+    let queued = hub.deliver(outcome.deliveries).await;
+    let ack = outcome.ack?;
+    queued?;
+    Ok(ack)
+}
+
+/// The password step of a join (argon2 on the blocking pool, only while the source has
+/// attempts left), and the credentials for its ack.
+async fn prepare_join(hub: &Hub, me: &PeerCtx, j: &mut JoinRoom) -> Result<(), Refusal> {
+    let step = hub.core().password_step(&me.info, j)?;
+    j.admission = match step {
+        PasswordStep::None => Admission::Unverified,
+        PasswordStep::Verify { hash, password } => {
+            if !hub.passwords.may_try(j.room_id.as_str(), me.ip) {
+                return Err(Refusal::new(
+                    ErrorCode::RateLimited,
+                    "too many wrong passwords; try again later",
+                ));
+            }
+            match password {
+                Some(p) => {
+                    admit_hash(hub, me)?;
+                    if hub.passwords.verify(hash.clone(), p).await {
+                        Admission::Verified(hash)
+                    } else {
+                        Admission::Unverified
+                    }
+                }
+                None => Admission::Unverified,
+            }
+        }
+        PasswordStep::Hash { password } => {
+            admit_hash(hub, me)?;
+            let hash = hub
+                .passwords
+                .hash(password)
+                .await
+                .ok_or_else(|| Refusal::bad("the password could not be hashed"))?;
+            Admission::NewPassword(hash)
+        }
+    };
+    // Not the join's user id: with auth off that is the client's word (SPEC section 2).
+    j.ice_servers = hub.ice_servers(&me.turn_user).ice_servers;
+    Ok(())
+}
+
+/// One slow hash from this source's budget, else `rate-limited`.
+fn admit_hash(hub: &Hub, me: &PeerCtx) -> Result<(), Refusal> {
+    if hub.passwords.admit_hash(me.ip) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            ErrorCode::RateLimited,
+            "too many room passwords from this address; try again later",
+        ))
+    }
 }
 
 async fn answer(
@@ -124,39 +205,41 @@ async fn answer(
     me: &PeerCtx,
     event: &str,
     ack_id: Option<i64>,
-    result: Result<Value, Refusal>,
+    result: Result<AckBody, Refusal>,
 ) {
     if let Err(r) = &result {
         hub.metrics.error(r.code.as_str());
         if r.code == ErrorCode::RateLimited {
             hub.metrics.rate_limited.inc();
         }
-        tracing::debug!(peer = %me.id, event = %short(event), code = r.code.as_str(), "Event refused");
+        tracing::debug!(peer = %me.id(), event = %short(event), code = r.code.as_str(), "Event refused");
     }
-    let item = match (ack_id, result) {
-        (Some(ack_id), Ok(data)) => Outbound::Ack { ack_id, data },
-        (Some(ack_id), Err(r)) => Outbound::Ack {
+    let packet = match (ack_id, result) {
+        (Some(ack_id), Ok(ack)) => Packet::Ack {
             ack_id,
-            data: r.ack(),
+            body: Body::Ack(ack),
+        },
+        (Some(ack_id), Err(r)) => Packet::Ack {
+            ack_id,
+            body: Body::Json(r.ack()),
         },
         (None, Ok(_)) => return,
-        (None, Err(r)) => Outbound::emit("error", r.event(&short(event))),
+        (None, Err(r)) => Packet::emit("error", Body::Json(r.event(&short(event)))),
     };
-    if hub.send_to(&me.id, item).await.is_err() {
-        tracing::debug!(peer = %me.id, "Answer not queued: the socket is gone");
+    if hub.send_to(me.id(), packet).await.is_err() {
+        tracing::debug!(peer = %me.id(), "Answer not queued: the socket is gone");
     }
 }
 
 async fn cleanup(hub: &Hub, me: &PeerCtx) {
-    for left in hub.store.leave_all(&me.id).await {
-        hub.notify_left(&left.remaining, &left.room_id, &me.id)
-            .await;
-    }
-    hub.unregister_peer(&me.id);
+    let deliveries = hub.core().handle_disconnect(&me.info);
+    // Presence only: nothing to answer.
+    let _ = hub.deliver(deliveries).await;
+    hub.unregister_peer(me.id());
     if let Some(ip) = me.counted_ip {
         hub.remove_connection(ip);
     }
     hub.metrics.connections.dec();
     hub.metrics.disconnections.inc();
-    tracing::debug!(peer = %me.id, "Disconnected");
+    tracing::debug!(peer = %me.id(), "Disconnected");
 }
