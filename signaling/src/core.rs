@@ -106,11 +106,13 @@ impl Core {
     pub fn password_step(&self, peer: &PeerInfo, join: &JoinRoom) -> Result<PasswordStep, Refusal> {
         rules::join_user_id(peer, join.user_id.as_deref())?;
         let password = join.given_password().map(str::to_string);
-        Ok(match (self.rooms.lock_of(join.room_id.as_str()), password) {
-            (RoomLock::Locked(hash), password) => PasswordStep::Verify { hash, password },
-            (RoomLock::Absent, Some(password)) => PasswordStep::Hash { password },
-            (RoomLock::Absent | RoomLock::Open, _) => PasswordStep::None,
-        })
+        Ok(
+            match (self.rooms.lock_of(join.room_id.as_str()), password) {
+                (RoomLock::Locked(hash), password) => PasswordStep::Verify { hash, password },
+                (RoomLock::Absent, Some(password)) => PasswordStep::Hash { password },
+                (RoomLock::Absent | RoomLock::Open, _) => PasswordStep::None,
+            },
+        )
     }
 
     /// Whether the peer is in at least one room (it is then owed credential refreshes).

@@ -139,7 +139,11 @@ macro_rules! optional_string {
             match Value::deserialize(d)? {
                 Value::Null => Ok(None),
                 Value::String(s) => Ok(Some(s)),
-                _ => Err(de::Error::custom(concat!("`", $field, "` must be a string"))),
+                _ => Err(de::Error::custom(concat!(
+                    "`",
+                    $field,
+                    "` must be a string"
+                ))),
             }
         }
     };
@@ -149,7 +153,11 @@ macro_rules! not_null {
     ($fn:ident, $field:literal) => {
         fn $fn<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
             match Value::deserialize(d)? {
-                Value::Null => Err(de::Error::custom(concat!("`", $field, "` must not be null"))),
+                Value::Null => Err(de::Error::custom(concat!(
+                    "`",
+                    $field,
+                    "` must not be null"
+                ))),
                 v => Ok(v),
             }
         }

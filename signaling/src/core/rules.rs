@@ -93,9 +93,13 @@ pub enum Then {
         event: Arc<ServerEvent>,
     },
     /// `message`: to every other member, answer `{ok, delivered}`.
-    Message { event: Arc<ServerEvent> },
+    Message {
+        event: Arc<ServerEvent>,
+    },
     /// `update-state`: `peer-updated` to every other member, answer `{ok}`.
-    StateUpdated { event: Arc<ServerEvent> },
+    StateUpdated {
+        event: Arc<ServerEvent>,
+    },
 }
 
 fn not_in_room() -> Refusal {
@@ -115,7 +119,11 @@ fn unavailable() -> Refusal {
 
 /// The relayed payload: the client's fields with `from` set by the server (a `from` the
 /// client sent is dropped, never relayed).
-fn relayed<T>(mut payload: T, extra: impl FnOnce(&mut T) -> &mut Map<String, Value>, from: &str) -> Relayed<T> {
+fn relayed<T>(
+    mut payload: T,
+    extra: impl FnOnce(&mut T) -> &mut Map<String, Value>,
+    from: &str,
+) -> Relayed<T> {
     extra(&mut payload).remove("from");
     Relayed {
         payload,

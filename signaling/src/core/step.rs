@@ -17,7 +17,9 @@ use crate::rooms::{JoinError, JoinRequest, Joined, Left, Rooms};
 pub enum Step {
     /// Capacity, password, per-peer room cap and insertion in one step.
     Join(JoinRequest),
-    Leave { room_id: RoomId },
+    Leave {
+        room_id: RoomId,
+    },
     /// The sender reaches `target` only if they share a room (`room_id`, when given, and the
     /// sender must then be a member of it).
     Reach {
@@ -25,9 +27,14 @@ pub enum Step {
         room_id: Option<String>,
     },
     /// The other members of a room the sender is in.
-    Others { room_id: RoomId },
+    Others {
+        room_id: RoomId,
+    },
     /// Stores the sender's state in a room it is in; the other members.
-    SetState { room_id: RoomId, state: Value },
+    SetState {
+        room_id: RoomId,
+        state: Value,
+    },
 }
 
 /// What a step returns.
