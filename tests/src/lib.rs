@@ -55,17 +55,51 @@ pub fn require_tool(name: &str) -> PathBuf {
     })
 }
 
-/// A loopback port that is free for both TCP and UDP right now.
+/// The ports [`free_port`] hands out: below Linux's ephemeral range (32768–60999 by
+/// default), so no client socket, browser ICE socket or `bind(:0)` elsewhere on the machine
+/// can take one between the moment a test picks it and the moment the service binds it
+/// (CI once lost a run to exactly that: a kernel-chosen port reused before the server bound it).
+const TEST_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static HELD_PORTS: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+
+/// A loopback port, free for both TCP and UDP, that no other test in this run will be given.
+///
+/// Within one test process a counter never hands a port out twice; across processes (nextest,
+/// two suites at once) each port is reserved by an exclusive lock on a file under the temp
+/// folder, held until this process exits.
 #[must_use]
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-        let port = tcp.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    let dir = std::env::temp_dir().join("switchboard-test-ports");
+    std::fs::create_dir_all(&dir).expect("port reservation folder");
+    for _ in 0..span {
+        let i = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = u16::try_from(TEST_PORTS.start + (start + i) % span).expect("port fits");
+        let Ok(file) = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+        else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            continue;
+        }
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            HELD_PORTS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(file);
             return port;
         }
     }
-    panic!("no free loopback port found")
+    panic!("no free loopback port in {TEST_PORTS:?}")
 }
 
 /// A running binary. Killed on drop; its stderr is kept for diagnostics.
