@@ -110,17 +110,25 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # Saturation: the highest rate each server holds with 100 % delivery and p99 < 50 ms,
-# stepping the per-peer rate up until a step fails (bounded: at most 12 steps).
-for server in ours node; do
-  for r in 20 30 40 60 80 100 130 160 200 250 300 400; do
-    rate_load "$server" "$r"
-    ok=$(python3 - "$work/results.jsonl" "$server" "rate $(( r * PEERS ))" <<'PY'
+# stepping the per-peer rate up until a step fails twice in a row (a shared VM steals CPU
+# time in bursts: one retry keeps a burst from ending the sweep; bounded at 13 steps).
+step_ok() { # SERVER LOAD-LABEL
+  python3 - "$work/results.jsonl" "$1" "$2" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 row = [x for x in rows if x["server"] == sys.argv[2] and x["load"] == sys.argv[3]][-1]["r"]
 print("yes" if row and row["delivery_pct"] >= 100.0 and row["p99_ms"] < 50 else "no")
 PY
-)
+}
+for server in ours node; do
+  for r in 5 10 15 20 30 40 60 80 100 130 160 200 250; do
+    rate_load "$server" "$r"
+    ok=$(step_ok "$server" "rate $(( r * PEERS ))")
+    if [ "$ok" != yes ]; then
+      log "$server: rate $(( r * PEERS )) missed; retrying once"
+      rate_load "$server" "$r"
+      ok=$(step_ok "$server" "rate $(( r * PEERS ))")
+    fi
     if [ "$ok" = yes ]; then
       echo "{\"server\":\"$server\",\"load\":\"saturation\",\"r\":{\"rate\":$(( r * PEERS ))}}" >>"$work/results.jsonl"
     else
@@ -129,9 +137,12 @@ PY
   done
 done
 
-python3 - "$work/results.jsonl" <<'PY'
+mkdir -p target && cp "$work/results.jsonl" target/bench-signaling.jsonl
+log "raw results: target/bench-signaling.jsonl"
+python3 - "$work/results.jsonl" "rate $((10 * PEERS))" "rate $((20 * PEERS))" <<'PY'
 import json, sys, statistics
 rows = [json.loads(l) for l in open(sys.argv[1])]
+main_rates = set(sys.argv[2:])
 def get(server, load, key):
     vals = [x["r"][key] for x in rows if x["server"] == server and x["load"] == load and x["r"] and x["r"].get(key) is not None]
     return statistics.median(vals) if vals else None
@@ -149,9 +160,10 @@ print("|---|---|---|---|---|")
 for load in loads:
     if load.startswith("idle"):
         figs = [("RSS per idle connection", "rss_per_conn_kb", " KB"), ("connect p99", "connect_ms_p99", " ms")]
-    elif load.startswith("rate"):
+    elif load in main_rates:
         figs = [("server CPU per delivered msg", "server_cpu_us_per_msg", " us"), ("p99 latency", "p99_ms", " ms"),
-                ("delivered", "delivery_pct", " %"), ("reordered", "reordered", ""), ("throughput", "throughput_msg_s", " msg/s")]
+                ("delivered", "delivery_pct", " %"), ("reordered", "reordered", ""), ("throughput", "throughput_msg_s", " msg/s"),
+                ("load generator CPU", "loadgen_cpu_pct", " % of a core")]
     else:
         continue
     for name, key, unit in figs:
@@ -159,4 +171,11 @@ for load in loads:
         print(f"| {load} | {name} | {fmt(n, unit)} | {fmt(o, unit)} | {ratio(o, n)} |")
 n, o = sat("node"), sat("ours")
 print(f"| saturation | highest msg/s with 100 % delivery, p99 < 50 ms | {fmt(n)} | {fmt(o)} | {ratio(o, n)} |")
+for server in ("node", "ours"):
+    r = sat(server)
+    if r is None:
+        continue
+    label = f"rate {r}"
+    cpu, p99, lg = (get(server, label, k) for k in ("server_cpu_us_per_msg", "p99_ms", "loadgen_cpu_pct"))
+    print(f"| at {server}'s saturation ({r:,} msg/s) | {server}: CPU {fmt(cpu, ' us')}/msg, p99 {fmt(p99, ' ms')}, load generator {fmt(lg, ' %')} | | | |")
 PY

@@ -153,7 +153,9 @@ pub struct Queued {
 /// socket, to close when it stops reading.
 #[derive(Clone)]
 pub struct PeerQueue {
-    pub tx: mpsc::Sender<Queued>,
+    /// Boxed: a tokio channel allocates its first block of 32 slots up front, so the slot
+    /// size is paid by every idle socket.
+    pub tx: mpsc::Sender<Box<Queued>>,
     pub bytes: Arc<QueuedBytes>,
     pub socket: Weak<Socket<LocalAdapter>>,
 }
@@ -227,7 +229,7 @@ impl Peers {
             ));
         }
         let res =
-            q.tx.send_timeout(Queued { packet, size }, DELIVERY_TIMEOUT)
+            q.tx.send_timeout(Box::new(Queued { packet, size }), DELIVERY_TIMEOUT)
                 .await;
         if res.is_err() {
             q.bytes.sub(size);

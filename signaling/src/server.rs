@@ -119,7 +119,37 @@ async fn limit_connections_per_ip(
         )
         .into_response();
     }
-    next.run(req).await
+    if req.uri().path().starts_with(path.as_str()) {
+        next.run(detach_head(req)).await
+    } else {
+        next.run(req).await
+    }
+}
+
+/// Gives a Socket.IO request a head of its own. hyper parses the request line and header
+/// values as slices of the connection's HTTP/1 read buffer (8-16 KiB); engineioxide keeps the
+/// request `Parts` for the whole session, and those slices alone kept the whole buffer alive
+/// per connection for as long as it stayed open: about a third of the memory of an idle
+/// WebSocket (heaptrack: 16 KiB per connection). Copying the URI and header values (a few hundred bytes) lets hyper's buffer go
+/// when the connection is upgraded.
+fn detach_head(req: Request) -> Request {
+    let (mut parts, body) = req.into_parts();
+    if let Ok(uri) = parts.uri.to_string().parse::<axum::http::Uri>() {
+        // axum's router keeps a clone of the request URI in the extensions as well.
+        parts
+            .extensions
+            .insert(axum::extract::OriginalUri(uri.clone()));
+        parts.uri = uri;
+    }
+    let mut headers = axum::http::HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+            copy.set_sensitive(value.is_sensitive());
+            headers.append(name.clone(), copy);
+        }
+    }
+    parts.headers = headers;
+    Request::from_parts(parts, body)
 }
 
 /// The operators' surface, served on `signaling.metrics_listen` only (not on the public

@@ -39,6 +39,8 @@ use session::PeerCtx;
 /// normal bursts, and beyond it the writer waits instead of dropping (the ordering tests send
 /// 2,000 events, so they exercise that path).
 pub const MAX_BUFFER_SIZE: usize = 512;
+/// Bytes tungstenite reads at a time per WebSocket (engineioxide default: 4 KiB).
+pub const WS_READ_BUFFER: usize = 1024;
 
 /// How long an Engine.IO session may stay open without a Socket.IO CONNECT.
 pub use crate::conn_limit::CONNECT_TIMEOUT;
@@ -85,6 +87,9 @@ pub fn layer(hub: &Arc<Hub>) -> (SocketIoLayer, SocketIo) {
     let (layer, io) = SocketIo::builder()
         .req_path(sig.socketio_path.clone())
         .max_buffer_size(MAX_BUFFER_SIZE)
+        // Signaling events are a few hundred bytes: a 1 KiB read chunk (default 4 KiB)
+        // saves 3 KiB per idle WebSocket; larger messages still arrive, in more reads.
+        .ws_read_buffer_size(WS_READ_BUFFER)
         .max_payload(hard_limit as u64)
         .ws_max_message_size(hard_limit)
         .ws_max_frame_size(hard_limit)
@@ -147,7 +152,7 @@ fn handshake(
     // Never the Engine.IO sid (which is also socketioxide's socket id): every room-mate
     // learns a peer id, and the sid is the only credential of a session's transport.
     let id = new_peer_id();
-    let (in_tx, in_rx) = mpsc::channel::<InboundItem>(inbound::QUEUE);
+    let (in_tx, in_rx) = mpsc::channel::<Box<InboundItem>>(inbound::QUEUE);
     let (out_tx, out_rx) = mpsc::channel(crate::peers::QUEUE);
     let queued = Arc::new(QueuedBytes::new(sig.max_payload_bytes));
     s.extensions.insert(Inbox {
@@ -164,7 +169,7 @@ fn handshake(
         let tx = in_tx.clone();
         async move {
             // Queued after every event already received, so it is handled last.
-            let _ = tx.send(InboundItem::Disconnect).await;
+            let _ = tx.send(Box::new(InboundItem::Disconnect)).await;
         }
     });
     let out_bytes = Arc::new(QueuedBytes::new(sig.max_payload_bytes));

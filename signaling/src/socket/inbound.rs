@@ -44,7 +44,9 @@ pub const QUEUE: usize = 4096;
 /// What the extractor needs, stored in the socket's extensions.
 #[derive(Clone)]
 pub struct Inbox {
-    pub tx: mpsc::Sender<InboundItem>,
+    /// Boxed: a tokio channel allocates its first block of 32 slots up front, so the
+    /// slot size is paid by every idle socket.
+    pub tx: mpsc::Sender<Box<InboundItem>>,
     pub limiter: Arc<EventLimiter>,
     pub max_payload: usize,
     /// Bytes of events queued and not yet handled: bounds memory per socket while its
@@ -91,12 +93,12 @@ impl FromMessage<LocalAdapter> for Inbound {
         };
         // Refused events carry no payload, so only accepted ones hold queue bytes.
         let size = if body.is_ok() { size } else { 0 };
-        let item = InboundItem::Event {
+        let item = Box::new(InboundItem::Event {
             event: event.clone(),
             ack_id,
             size,
             body,
-        };
+        });
         let reserved = inbox.queued.try_add(size);
         let queued = reserved && inbox.tx.try_send(item).is_ok();
         if reserved && !queued {

@@ -32,8 +32,23 @@ enum Failure {
     Closed,
 }
 
-/// Emits with retry while the engine.io buffer is full. Backoff 1 ms doubling to 50 ms.
+/// Emits, with retry while the engine.io buffer is full. The first attempt runs inline; only
+/// a full buffer pays for the boxed retry loop, which keeps the writer's future (held by
+/// every idle socket) small.
 async fn with_retry(mut attempt: impl FnMut() -> Result<(), SendError>) -> Result<(), Failure> {
+    match attempt() {
+        Ok(()) => Ok(()),
+        Err(SendError::Socket(SocketError::InternalChannelFull)) => Box::pin(retry(attempt)).await,
+        Err(SendError::Serialize(e)) => {
+            tracing::warn!(error = %e, "Could not encode an outbound packet");
+            Ok(())
+        }
+        Err(SendError::Socket(_)) => Err(Failure::Closed),
+    }
+}
+
+/// Retries while the engine.io buffer is full. Backoff 1 ms doubling to 50 ms.
+async fn retry(mut attempt: impl FnMut() -> Result<(), SendError>) -> Result<(), Failure> {
     let deadline = Instant::now() + DELIVERY_TIMEOUT;
     let mut backoff = Duration::from_millis(1);
     loop {
@@ -63,11 +78,12 @@ fn is_relayed(body: &Body) -> bool {
 /// a closed socket alive; it ends when the queue's senders are gone or the socket is.
 pub async fn writer(
     socket: Weak<Socket<LocalAdapter>>,
-    mut rx: mpsc::Receiver<Queued>,
+    mut rx: mpsc::Receiver<Box<Queued>>,
     bytes: Arc<QueuedBytes>,
     hub: Arc<Hub>,
 ) {
-    while let Some(Queued { packet, size }) = rx.recv().await {
+    while let Some(queued) = rx.recv().await {
+        let Queued { packet, size } = *queued;
         // Handed to the socket (or dropped) below: no longer held by this queue.
         bytes.sub(size);
         let Some(s) = socket.upgrade() else { break };
@@ -97,7 +113,7 @@ pub async fn writer(
                         };
                         hub.metrics.error(code.as_str());
                         let body = Refusal::new(code, msg).event(o.event);
-                        hub.notify(&o.sender, "error", Body::Json(body)).await;
+                        Box::pin(hub.notify(&o.sender, "error", Body::Json(body))).await;
                     }
                     if closed {
                         break;

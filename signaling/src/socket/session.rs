@@ -46,7 +46,7 @@ impl PeerCtx {
 pub async fn run(
     hub: Arc<Hub>,
     me: PeerCtx,
-    mut rx: mpsc::Receiver<InboundItem>,
+    mut rx: mpsc::Receiver<Box<InboundItem>>,
     queued: Arc<QueuedBytes>,
 ) {
     let mut refresh = CredentialRefresh::new(hub.cfg.turn.credential_ttl);
@@ -54,12 +54,15 @@ pub async fn run(
         let item = tokio::select! {
             item = rx.recv() => item,
             () = until(refresh.poll_timeout()) => {
-                refresh_credentials(&hub, &me, &mut refresh).await;
+                // Boxed here and below: a task's future is as large as its largest await,
+                // and every idle socket holds this one (heaptrack); the rare, deep paths
+                // (join with a password hash, the refresh) get their own allocation.
+                Box::pin(refresh_credentials(&hub, &me, &mut refresh)).await;
                 continue;
             }
         };
         let Some(item) = item else { break };
-        match item {
+        match *item {
             InboundItem::Disconnect => break,
             InboundItem::Event {
                 event,
@@ -73,7 +76,7 @@ pub async fn run(
                     (None, Ok(_)) => {
                         Err(Refusal::bad(format!("unknown event `{}`", short(&event))))
                     }
-                    (Some(name), Ok(body)) => run_event(&hub, &me, name, body).await,
+                    (Some(name), Ok(body)) => Box::pin(run_event(&hub, &me, name, body)).await,
                 };
                 match &result {
                     // The ack carried fresh credentials.
@@ -83,12 +86,12 @@ pub async fn run(
                     }
                     _ => {}
                 }
-                answer(&hub, &me, &event, ack_id, result).await;
+                Box::pin(answer(&hub, &me, &event, ack_id, result)).await;
                 queued.sub(size);
             }
         }
     }
-    cleanup(&hub, &me).await;
+    Box::pin(cleanup(&hub, &me)).await;
 }
 
 /// Sleeps until `due`; forever when nothing is due.
