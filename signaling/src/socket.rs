@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::extract::TryData;
 use socketioxide::handler::{ConnectHandler, FromConnectParts};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::Socket;
@@ -103,7 +103,15 @@ pub fn layer(hub: &Arc<Hub>) -> (SocketIoLayer, SocketIo) {
         let hub = mw_hub.clone();
         async move { handshake(&hub, &s, auth.ok()) }
     };
-    io.ns("/", (async |_: SocketRef| {}).with(middleware));
+    // The writer starts in the connect handler, which socketioxide calls only once the socket
+    // is marked connected: `emit` refuses (`Closed`) until then, and socketioxide sends the
+    // CONNECT packet just before setting that flag, so a client that answers at once could
+    // otherwise have its first event's fan-out refused and its writer ended for good (seen on
+    // a loaded machine: the join ack never came). Deliveries queue meanwhile, in order.
+    io.ns(
+        "/",
+        (async |SocketArc(s): SocketArc| start_writer(&s)).with(middleware),
+    );
     (layer, io)
 }
 
@@ -195,15 +203,42 @@ fn handshake(
         counted_ip: ip,
         turn_user: subject.unwrap_or_else(|| server_chosen_user_id(None)),
     };
-    tokio::spawn(outbound::writer(
-        Arc::downgrade(s),
-        out_rx,
-        out_bytes,
-        hub.clone(),
-    ));
+    s.extensions
+        .insert(PendingWriter(Arc::new(std::sync::Mutex::new(Some(
+            WriterStart {
+                rx: out_rx,
+                bytes: out_bytes,
+                hub: hub.clone(),
+            },
+        )))));
     tokio::spawn(session::run(hub.clone(), me, in_rx, queued));
     tracing::debug!(sid = %s.id, peer = %id, "Connected");
     Ok(())
+}
+
+/// What the connect handler needs to start a socket's writer ([`start_writer`]).
+struct WriterStart {
+    rx: mpsc::Receiver<Box<crate::peers::Queued>>,
+    bytes: Arc<QueuedBytes>,
+    hub: Arc<Hub>,
+}
+
+/// The writer of a socket whose CONNECT is still being answered, kept in its extensions
+/// (which need `Clone`) until the connect handler takes it.
+#[derive(Clone)]
+struct PendingWriter(Arc<std::sync::Mutex<Option<WriterStart>>>);
+
+/// Starts the writer of a socket that is now connected. A socket whose connect failed never
+/// gets here: its queue's receiver is dropped with the socket, so sends to it fail.
+fn start_writer(s: &Arc<Socket<LocalAdapter>>) {
+    let start = s.extensions.remove::<PendingWriter>().and_then(|p| {
+        p.0.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    });
+    if let Some(w) = start {
+        tokio::spawn(outbound::writer(Arc::downgrade(s), w.rx, w.bytes, w.hub));
+    }
 }
 
 /// A fresh peer id: 128 random bits, base64url (22 characters). Unguessable, and unrelated
