@@ -77,6 +77,15 @@ try {
   result.error = String(e && e.message ? e.message.split("\n")[0] : e);
   for (const ctx of browser.contexts()) for (const page of ctx.pages()) {
     try { result.pages.push(await page.evaluate(() => window.switchboard ? window.switchboard.stats() : null)); } catch { /* page gone */ }
+    // What the page itself showed: its connection status and any error (a refused or
+    // unanswered join ends up here, not in the console).
+    try {
+      (result.pageStatus ||= []).push(await page.evaluate(() => ({
+        status: document.getElementById("status")?.textContent,
+        error: document.getElementById("error")?.textContent,
+        joined: !!(window.switchboard && window.switchboard.joined),
+      })));
+    } catch { /* page gone */ }
   }
 } finally {
   await browser.close();
