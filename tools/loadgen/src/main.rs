@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -37,8 +37,9 @@ type Ws = WebSocketStream<TcpStream>;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Most handshakes in flight at once.
 const MAX_INFLIGHT_CONNECTS: usize = 256;
-/// After sending stops: time left for the last messages to arrive.
-const DRAIN: Duration = Duration::from_secs(2);
+/// After sending stops: the longest wait for the last messages to arrive (the wait ends as
+/// soon as every sent message has been received).
+const DRAIN: Duration = Duration::from_secs(10);
 /// Highest latency the histograms hold, in microseconds (larger values are clamped).
 const HIST_MAX_US: u64 = 120_000_000;
 /// WebSocket read buffer per connection (one read takes up to this much).
@@ -106,7 +107,17 @@ enum Phase {
     Stop,
 }
 
+/// One thread's running totals, published for the drain wait (each thread stores only its
+/// own: no read-modify-write on a shared line in the hot path).
+#[repr(align(64))]
+#[derive(Default)]
+struct Progress {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
 struct Shared {
+    progress: Vec<Progress>,
     args: Args,
     origin: Instant,
     addr: SocketAddr,
@@ -149,6 +160,8 @@ impl Shared {
 
 /// Counters and histograms of one thread.
 struct ThreadStats {
+    /// This thread's index (its slot in `Shared::progress`).
+    slot: usize,
     connect_us: Histogram<u64>,
     latency_us: Histogram<u64>,
     sent: u64,
@@ -164,8 +177,9 @@ struct ThreadStats {
 }
 
 impl ThreadStats {
-    fn new() -> Self {
+    fn new(slot: usize) -> Self {
         Self {
+            slot,
             connect_us: new_hist(),
             latency_us: new_hist(),
             sent: 0,
@@ -291,6 +305,7 @@ fn run(args: Args) -> Result<()> {
         failed: AtomicUsize::new(0),
         first_error: Mutex::new(None),
         connect_sem: Semaphore::new(MAX_INFLIGHT_CONNECTS),
+        progress: (0..args.threads).map(|_| Progress::default()).collect(),
         phase: phase_rx,
         args: args.clone(),
     });
@@ -388,12 +403,12 @@ fn run(args: Args) -> Result<()> {
         if let (Some(a), Some(b)) = (cpu0, cpu1) {
             cpu_us_delta = Some(b.saturating_sub(a) as f64 * 1e6 / clk_tck as f64);
         }
-        std::thread::sleep(DRAIN);
+        wait_drained(&shared);
         window_secs = args.duration;
         let _ = phase_tx.send(Phase::Stop);
     }
 
-    let mut total = ThreadStats::new();
+    let mut total = ThreadStats::new(0);
     for s in join_all(handles) {
         total.merge(&s);
     }
@@ -572,6 +587,23 @@ fn join_all(handles: Vec<std::thread::JoinHandle<ThreadStats>>) -> Vec<ThreadSta
         .collect()
 }
 
+/// Waits until every message sent has been received, at most [`DRAIN`].
+fn wait_drained(shared: &Shared) {
+    let deadline = Instant::now() + DRAIN;
+    loop {
+        let (sent, received) = shared.progress.iter().fold((0, 0), |(s, r), p| {
+            (
+                s + p.sent.load(Ordering::Acquire),
+                r + p.received.load(Ordering::Acquire),
+            )
+        });
+        if received >= sent || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn sleep_until_ns(shared: &Shared, ns: u64) {
     let now = shared.now_ns();
     if ns > now {
@@ -587,12 +619,12 @@ fn thread_main(t: usize, shared: Arc<Shared>) -> ThreadStats {
         Ok(rt) => rt,
         Err(e) => {
             shared.fail(t, &anyhow!("building a runtime: {e}"));
-            return ThreadStats::new();
+            return ThreadStats::new(t);
         }
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let stats = Rc::new(RefCell::new(ThreadStats::new()));
+        let stats = Rc::new(RefCell::new(ThreadStats::new(t)));
         let mut tasks = Vec::new();
         for idx in (t..shared.args.peers).step_by(shared.args.threads) {
             tasks.push(tokio::task::spawn_local(peer(
@@ -609,7 +641,7 @@ fn thread_main(t: usize, shared: Arc<Shared>) -> ThreadStats {
         match Rc::try_unwrap(stats) {
             Ok(cell) => cell.into_inner(),
             Err(rc) => {
-                let mut s = ThreadStats::new();
+                let mut s = ThreadStats::new(t);
                 s.merge(&rc.borrow());
                 s
             }
@@ -783,6 +815,9 @@ fn on_frame(
         };
         let mut st = stats.borrow_mut();
         st.delivered_total += 1;
+        shared.progress[st.slot]
+            .received
+            .store(st.delivered_total, Ordering::Release);
         match mates.iter_mut().find(|m| m.id == from) {
             Some(m) => {
                 if seq == m.next_seq {
@@ -805,6 +840,34 @@ fn on_frame(
         stats.borrow_mut().errors += 1;
     }
     None
+}
+
+/// Handles one item of the WebSocket stream (answering pings); false when the connection is
+/// gone (counted as a disconnect).
+async fn on_message(
+    msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ws: &mut Ws,
+    shared: &Shared,
+    mates: &mut [Mate],
+    window: &Window,
+    stats: &RefCell<ThreadStats>,
+) -> bool {
+    match msg {
+        Some(Ok(Message::Text(t))) => {
+            if let Some(reply) = on_frame(t.as_str(), shared, mates, window, stats)
+                && ws.send(text(reply)).await.is_err()
+            {
+                stats.borrow_mut().disconnects += 1;
+                return false;
+            }
+            true
+        }
+        Some(Ok(Message::Close(_)) | Err(_)) | None => {
+            stats.borrow_mut().disconnects += 1;
+            false
+        }
+        Some(Ok(_)) => true,
+    }
 }
 
 async fn peer(idx: usize, shared: Arc<Shared>, stats: Rc<RefCell<ThreadStats>>) {
@@ -852,7 +915,6 @@ async fn peer(idx: usize, shared: Arc<Shared>, stats: Rc<RefCell<ThreadStats>>) 
         end: 0,
     };
     let mut mates: Vec<Mate> = Vec::new();
-    let mut targets: Vec<usize> = Vec::new();
 
     // Wait for the run (or hold) phase, answering pings meanwhile.
     let phase = loop {
@@ -863,19 +925,10 @@ async fn peer(idx: usize, shared: Arc<Shared>, stats: Rc<RefCell<ThreadStats>>) 
         }
         tokio::select! {
             r = phase_rx.changed() => if r.is_err() { return; },
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Text(t))) => {
-                    if let Some(reply) = on_frame(t.as_str(), &shared, &mut mates, &window, &stats)
-                        && ws.send(text(reply)).await.is_err() {
-                        stats.borrow_mut().disconnects += 1;
-                        return;
-                    }
-                }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                    stats.borrow_mut().disconnects += 1;
+            msg = ws.next() => {
+                if !on_message(msg, &mut ws, &shared, &mut mates, &window, &stats).await {
                     return;
                 }
-                Some(Ok(_)) => {}
             },
         }
     };
@@ -901,7 +954,6 @@ async fn peer(idx: usize, shared: Arc<Shared>, stats: Rc<RefCell<ThreadStats>>) 
                     id: id.clone(),
                     next_seq: 0,
                 });
-                targets.push(j);
             }
         }
         if !mates.is_empty() {
@@ -921,19 +973,10 @@ async fn peer(idx: usize, shared: Arc<Shared>, stats: Rc<RefCell<ThreadStats>>) 
     loop {
         tokio::select! {
             biased;
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Text(t))) => {
-                    if let Some(reply) = on_frame(t.as_str(), &shared, &mut mates, &window, &stats)
-                        && ws.send(text(reply)).await.is_err() {
-                        stats.borrow_mut().disconnects += 1;
-                        return;
-                    }
-                }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                    stats.borrow_mut().disconnects += 1;
+            msg = ws.next() => {
+                if !on_message(msg, &mut ws, &shared, &mut mates, &window, &stats).await {
                     return;
                 }
-                Some(Ok(_)) => {}
             },
             _ = ticker.tick(), if sending => {
                 let now = shared.now_ns();
@@ -959,6 +1002,9 @@ async fn peer(idx: usize, shared: Arc<Shared>, stats: Rc<RefCell<ThreadStats>>) 
                 }
                 let mut st = stats.borrow_mut();
                 st.sent_total += 1;
+                shared.progress[st.slot]
+                    .sent
+                    .store(st.sent_total, Ordering::Release);
                 if now >= window.start && now < window.end {
                     st.sent += 1;
                 }
@@ -970,7 +1016,6 @@ async fn peer(idx: usize, shared: Arc<Shared>, stats: Rc<RefCell<ThreadStats>>) 
             },
         }
     }
-    let _ = targets;
     let _ = ws.close(None).await;
 }
 
