@@ -321,6 +321,12 @@ impl Default for Ports {
     }
 }
 
+/// [`test_config`] with `extra` added at the top of `[signaling]` (signaling-only keys).
+#[must_use]
+pub fn signaling_test_config(ports: &Ports, extra: &str) -> String {
+    test_config(ports, "").replacen("[signaling]\n", &format!("[signaling]\n{extra}\n"), 1)
+}
+
 /// The TURN secret the test configurations use.
 pub const TEST_SECRET: &str = "switchboard-test-secret-0123456789";
 

@@ -8,11 +8,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use switchboard_tests::{Ports, Service, require_tool, test_config};
+use switchboard_tests::{Ports, Service, require_tool, signaling_test_config};
 
 /// The test configuration with `extra` added at the top of `[signaling]`.
 pub fn config(ports: &Ports, extra: &str) -> String {
-    test_config(ports, "").replacen("[signaling]\n", &format!("[signaling]\n{extra}\n"), 1)
+    signaling_test_config(ports, extra)
 }
 
 /// Starts the real binary and waits for READY=1.

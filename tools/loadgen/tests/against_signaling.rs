@@ -7,15 +7,16 @@
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use switchboard_tests::{Ports, Service, test_config};
+use switchboard_tests::{Ports, Service, signaling_test_config};
 
 const TOOL: &str = env!("CARGO_BIN_EXE_switchboard-loadgen");
 
 /// The signaling service with `extra` at the top of `[signaling]`.
 fn start_signaling(ports: &Ports, extra: &str) -> Service {
-    let config =
-        test_config(ports, "").replacen("[signaling]\n", &format!("[signaling]\n{extra}\n"), 1);
-    Service::start("switchboard-signaling", &config)
+    Service::start(
+        "switchboard-signaling",
+        &signaling_test_config(ports, extra),
+    )
 }
 
 fn run(ports: &Ports, args: &[&str]) -> Output {
