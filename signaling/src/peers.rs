@@ -149,15 +149,74 @@ pub struct Queued {
     pub size: usize,
 }
 
-/// A connected peer's outbound queue: its sender, the bytes it holds (capped), and the
-/// socket, to close when it stops reading.
+/// A connected peer's outbound queue: its sender, the bytes it holds (capped), and its
+/// connection, to close when it stops reading.
 #[derive(Clone)]
 pub struct PeerQueue {
     /// Boxed: a tokio channel allocates its first block of 32 slots up front, so the slot
     /// size is paid by every idle socket.
     pub tx: mpsc::Sender<Box<Queued>>,
     pub bytes: Arc<QueuedBytes>,
-    pub socket: Weak<Socket<LocalAdapter>>,
+    pub close: Closer,
+}
+
+/// Why the server ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Its outbound queue passed its byte cap.
+    SlowReader,
+    /// The server is shutting down: the client is told (Socket.IO DISCONNECT).
+    Shutdown,
+}
+
+/// How to end one connection, whichever transport serves it.
+#[derive(Clone)]
+pub enum Closer {
+    /// A socketioxide socket (long-polling, or a WebSocket upgraded from it).
+    SocketIo(Weak<Socket<LocalAdapter>>),
+    /// A WebSocket of the native transport ([`crate::socket::native`]).
+    Native(Arc<NativeClose>),
+}
+
+/// The close signal of a native connection: its task waits on `notify` between packets.
+#[derive(Debug, Default)]
+pub struct NativeClose {
+    pub notify: tokio::sync::Notify,
+    shutdown: std::sync::atomic::AtomicBool,
+}
+
+impl NativeClose {
+    /// Why the connection was asked to close (checked once `notify` fired).
+    #[must_use]
+    pub fn reason(&self) -> CloseReason {
+        if self.shutdown.load(Ordering::Acquire) {
+            CloseReason::Shutdown
+        } else {
+            CloseReason::SlowReader
+        }
+    }
+}
+
+impl Closer {
+    /// Asks the connection to close. A native connection closes at its next packet
+    /// boundary (the permit is kept if it is busy); socketioxide's closes now.
+    pub fn close(&self, why: CloseReason) {
+        match self {
+            Closer::SocketIo(s) => {
+                if let Some(s) = s.upgrade()
+                    && let Err(e) = s.disconnect()
+                {
+                    tracing::debug!(error = %e, "Socket already gone");
+                }
+            }
+            Closer::Native(n) => {
+                if why == CloseReason::Shutdown {
+                    n.shutdown.store(true, Ordering::Release);
+                }
+                n.notify.notify_one();
+            }
+        }
+    }
 }
 
 /// peer id → that peer's outbound queue.
@@ -255,11 +314,21 @@ impl Peers {
             cap_bytes = q.bytes.max(),
             "Slow reader disconnected: its outbound queue passed its byte cap"
         );
-        if let Some(s) = q.socket.upgrade()
-            && let Err(e) = s.disconnect()
-        {
-            tracing::debug!(peer = %peer_id, error = %e, "Slow reader already gone");
+        q.close.close(CloseReason::SlowReader);
+    }
+
+    /// Asks every native WebSocket connection to close for shutdown (socketioxide's are
+    /// closed through its own handle); returns how many were asked.
+    pub fn close_native(&self) -> usize {
+        let map = self.read();
+        let mut n = 0;
+        for q in map.values() {
+            if let Closer::Native(_) = &q.close {
+                q.close.close(CloseReason::Shutdown);
+                n += 1;
+            }
         }
+        n
     }
 }
 

@@ -120,7 +120,9 @@ async fn limit_connections_per_ip(
         )
         .into_response();
     }
-    if req.uri().path().starts_with(path.as_str()) {
+    if socket::native::wants(&req, path) {
+        socket::native::upgrade(hub, req)
+    } else if req.uri().path().starts_with(path.as_str()) {
         next.run(detach_head(req)).await
     } else {
         next.run(req).await
@@ -214,9 +216,26 @@ pub async fn serve(
             tracing::warn!(error = %e, "Could not notify every socket of the shutdown");
         }
         io.close().await;
+        close_native(&hub).await;
     })
     .await
     .context("HTTP server failed")
+}
+
+/// Longest shutdown waits for the native WebSocket connections to say goodbye.
+const NATIVE_CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Tells every native WebSocket client the server is going away (`41`, then a close frame)
+/// and waits (bounded) until their sessions have left their rooms.
+async fn close_native(hub: &Hub) {
+    if hub.peers.close_native() == 0 {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + NATIVE_CLOSE_WAIT;
+    while hub.connected_peers() > 0 && tokio::time::Instant::now() < deadline {
+        // Shutdown only: a short poll, bounded by the deadline, not a synchronisation.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Removes the persistent rooms that have had no member for `idle`

@@ -10,8 +10,10 @@
 //! waits (bounded) or answers the sender with an error.
 
 pub mod inbound;
+pub mod native;
 pub mod outbound;
 pub mod session;
+pub mod wire;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,7 +31,7 @@ use tokio::sync::mpsc;
 use crate::auth::server_chosen_user_id;
 use crate::core::PeerInfo;
 use crate::hub::Hub;
-use crate::peers::{PeerQueue, QueuedBytes};
+use crate::peers::{Closer, PeerQueue, QueuedBytes};
 use crate::ratelimit::EventLimiter;
 use inbound::{Inbound, InboundItem, Inbox};
 use session::PeerCtx;
@@ -61,7 +63,7 @@ impl FromConnectParts<LocalAdapter> for SocketArc {
 
 /// Refused handshake; the client gets `connect_error` with this message.
 #[derive(Debug)]
-struct Refused(&'static str);
+pub(crate) struct Refused(pub &'static str);
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,33 +129,89 @@ fn handshake(
         .headers
         .get(axum::http::header::ORIGIN)
         .and_then(|v| v.to_str().ok());
-    if !hub.origin_allowed(origin) {
-        hub.metrics.auth_failures.inc();
-        tracing::debug!(sid = %s.id, origin = ?origin, "Handshake refused: origin not allowed");
-        return Err(Refused("origin not allowed"));
-    }
-    let token = auth
-        .as_ref()
-        .and_then(|a| a.get("token"))
-        .and_then(Value::as_str);
-    let subject = match hub.live().auth.authenticate(token) {
-        Ok(sub) => sub.user_id,
-        Err(e) => {
-            hub.metrics.auth_failures.inc();
-            tracing::debug!(sid = %s.id, reason = %e, "Handshake refused");
-            return Err(Refused("unauthorized"));
-        }
-    };
     let ip = s
         .req_parts()
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
+    let sid = s.id.to_string();
+    let admitted = admit(
+        hub,
+        &Handshake {
+            origin,
+            auth: auth.as_ref(),
+            ip,
+            sid: &sid,
+        },
+        Closer::SocketIo(Arc::downgrade(s)),
+    )?;
+    let in_tx = admitted.inbox.tx.clone();
+    s.extensions.insert(admitted.inbox);
+    s.on_fallback(async |_: Inbound| {});
+    s.on_disconnect(move || {
+        let tx = in_tx.clone();
+        async move {
+            // Queued after every event already received, so it is handled last.
+            let _ = tx.send(Box::new(InboundItem::Disconnect)).await;
+        }
+    });
+    s.extensions
+        .insert(PendingWriter(Arc::new(std::sync::Mutex::new(Some(
+            WriterStart {
+                rx: admitted.out_rx,
+                bytes: admitted.out_bytes,
+                hub: hub.clone(),
+            },
+        )))));
+    Ok(())
+}
+
+/// What a client brings to its Socket.IO CONNECT, whichever transport carries it.
+pub(crate) struct Handshake<'a> {
+    /// The `Origin` header of the request that opened the session.
+    pub origin: Option<&'a str>,
+    /// The CONNECT packet's auth object.
+    pub auth: Option<&'a Value>,
+    /// The client's address (`None` in router-only tests).
+    pub ip: Option<std::net::IpAddr>,
+    /// The Engine.IO session id, for logs only.
+    pub sid: &'a str,
+}
+
+/// A connection the handshake let in: its session runs; the transport feeds `inbox` and
+/// drains `out_rx`.
+pub(crate) struct Admitted {
+    pub peer_id: String,
+    pub inbox: Inbox,
+    pub out_rx: mpsc::Receiver<Box<crate::peers::Queued>>,
+    pub out_bytes: Arc<QueuedBytes>,
+}
+
+/// The Socket.IO handshake, for both transports: the Origin, the auth token and the
+/// per-address cap decide; a connection let in gets a fresh peer id, its queues, its
+/// entry in the hub and its session task.
+pub(crate) fn admit(hub: &Arc<Hub>, h: &Handshake<'_>, close: Closer) -> Result<Admitted, Refused> {
+    let sid = h.sid;
+    if !hub.origin_allowed(h.origin) {
+        hub.metrics.auth_failures.inc();
+        tracing::debug!(%sid, origin = ?h.origin, "Handshake refused: origin not allowed");
+        return Err(Refused("origin not allowed"));
+    }
+    let token = h.auth.and_then(|a| a.get("token")).and_then(Value::as_str);
+    let subject = match hub.live().auth.authenticate(token) {
+        Ok(sub) => sub.user_id,
+        Err(e) => {
+            hub.metrics.auth_failures.inc();
+            tracing::debug!(%sid, reason = %e, "Handshake refused");
+            return Err(Refused("unauthorized"));
+        }
+    };
+    let ip = h.ip;
     if let Some(ip) = ip
         && !hub.add_connection(ip)
     {
         hub.metrics.connections_refused.inc();
-        tracing::debug!(sid = %s.id, %ip, "Handshake refused: too many connections from this address");
+        tracing::debug!(%sid, %ip, "Handshake refused: too many connections from this address");
         return Err(Refused("too many connections from this address"));
     }
     let sig = &hub.cfg.signaling;
@@ -163,30 +221,22 @@ fn handshake(
     let (in_tx, in_rx) = mpsc::channel::<Box<InboundItem>>(inbound::QUEUE);
     let (out_tx, out_rx) = mpsc::channel(crate::peers::QUEUE);
     let queued = Arc::new(QueuedBytes::new(sig.max_payload_bytes));
-    s.extensions.insert(Inbox {
-        tx: in_tx.clone(),
+    let inbox = Inbox {
+        tx: in_tx,
         limiter: Arc::new(EventLimiter::new(
             sig.rate_limit_per_second,
             sig.rate_limit_burst,
         )),
         max_payload: sig.max_payload_bytes,
         queued: queued.clone(),
-    });
-    s.on_fallback(async |_: Inbound| {});
-    s.on_disconnect(move || {
-        let tx = in_tx.clone();
-        async move {
-            // Queued after every event already received, so it is handled last.
-            let _ = tx.send(Box::new(InboundItem::Disconnect)).await;
-        }
-    });
+    };
     let out_bytes = Arc::new(QueuedBytes::new(sig.max_payload_bytes));
     hub.register_peer(
         &id,
         PeerQueue {
             tx: out_tx,
             bytes: out_bytes.clone(),
-            socket: Arc::downgrade(s),
+            close,
         },
     );
     hub.metrics.connections.inc();
@@ -203,17 +253,14 @@ fn handshake(
         counted_ip: ip,
         turn_user: subject.unwrap_or_else(|| server_chosen_user_id(None)),
     };
-    s.extensions
-        .insert(PendingWriter(Arc::new(std::sync::Mutex::new(Some(
-            WriterStart {
-                rx: out_rx,
-                bytes: out_bytes,
-                hub: hub.clone(),
-            },
-        )))));
     tokio::spawn(session::run(hub.clone(), me, in_rx, queued));
-    tracing::debug!(sid = %s.id, peer = %id, "Connected");
-    Ok(())
+    tracing::debug!(%sid, peer = %id, "Connected");
+    Ok(Admitted {
+        peer_id: id,
+        inbox,
+        out_rx,
+        out_bytes,
+    })
 }
 
 /// What the connect handler needs to start a socket's writer ([`start_writer`]).

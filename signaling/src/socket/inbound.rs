@@ -54,6 +54,62 @@ pub struct Inbox {
     pub queued: Arc<QueuedBytes>,
 }
 
+impl Inbox {
+    /// Takes one event of `size` bytes in arrival order: refuses it (as its answer, in
+    /// order) when the client is over its rate or the event over `max_payload`, else
+    /// decodes it, and queues it for the session. `Err` (with the event's name) only when
+    /// it could not be queued at all (the session is held up by a slow target, or closing):
+    /// the caller answers that at once, best effort.
+    pub fn intake(
+        &self,
+        event: String,
+        ack_id: Option<i64>,
+        size: usize,
+        decode: impl FnOnce() -> Result<Value, Refusal>,
+    ) -> Result<(), (String, Refusal)> {
+        let body = if !self.limiter.allow() {
+            Err(Refusal::new(
+                ErrorCode::RateLimited,
+                "too many events; slow down",
+            ))
+        } else if size > self.max_payload {
+            Err(Refusal::new(
+                ErrorCode::PayloadTooLarge,
+                format!("event is {size} bytes; the limit is {}", self.max_payload),
+            ))
+        } else {
+            decode()
+        };
+        // Refused events carry no payload, so only accepted ones hold queue bytes.
+        let size = if body.is_ok() { size } else { 0 };
+        let item = Box::new(InboundItem::Event {
+            event,
+            ack_id,
+            size,
+            body,
+        });
+        let refused = if self.queued.try_add(size) {
+            match self.tx.try_send(item) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    self.queued.sub(size);
+                    e.into_inner()
+                }
+            }
+        } else {
+            item
+        };
+        let event = match *refused {
+            InboundItem::Event { event, .. } => event,
+            InboundItem::Disconnect => String::new(),
+        };
+        Err((
+            event,
+            Refusal::new(ErrorCode::RateLimited, "too many events in flight"),
+        ))
+    }
+}
+
 /// Marker extractor: extracting it queues the event (see the module docs).
 #[derive(Debug)]
 pub struct Inbound;
@@ -74,40 +130,17 @@ impl FromMessage<LocalAdapter> for Inbound {
             Err(_) => String::new(),
         };
         let size = packet_size(&v);
-        let body = if !inbox.limiter.allow() {
-            Err(Refusal::new(
-                ErrorCode::RateLimited,
-                "too many events; slow down",
-            ))
-        } else if size > inbox.max_payload {
-            Err(Refusal::new(
-                ErrorCode::PayloadTooLarge,
-                format!("event is {size} bytes; the limit is {}", inbox.max_payload),
-            ))
-        } else {
-            match TryData::<Value>::from_message_parts(&s, &mut v, &ack_id) {
+        let queued = inbox.intake(
+            event,
+            ack_id,
+            size,
+            || match TryData::<Value>::from_message_parts(&s, &mut v, &ack_id) {
                 Ok(TryData(Ok(v))) => Ok(v),
                 Ok(TryData(Err(_))) => Err(Refusal::bad("payload is not valid JSON data")),
                 Err(never) => match never {},
-            }
-        };
-        // Refused events carry no payload, so only accepted ones hold queue bytes.
-        let size = if body.is_ok() { size } else { 0 };
-        let item = Box::new(InboundItem::Event {
-            event: event.clone(),
-            ack_id,
-            size,
-            body,
-        });
-        let reserved = inbox.queued.try_add(size);
-        let queued = reserved && inbox.tx.try_send(item).is_ok();
-        if reserved && !queued {
-            inbox.queued.sub(size);
-        }
-        if !queued {
-            // Queue full (the session is held up by a slow target) or closing: answer now,
-            // best effort.
-            let r = Refusal::new(ErrorCode::RateLimited, "too many events in flight");
+            },
+        );
+        if let Err((event, r)) = queued {
             let sent = match ack_id {
                 Some(_) => match AckSender::from_message_parts(&s, &mut v, &ack_id) {
                     Ok(a) => a.send(&r.ack()),
