@@ -405,6 +405,75 @@ const scenarios = {
     return r;
   },
 
+  // The WebSocket transport spoken raw, as a hand-written or hostile client would: the open
+  // packet, a CONNECT to another namespace (refused, the session kept), CONNECT, acks, a
+  // binary event (refused with bad-request, its attachment skipped, nothing relayed), then
+  // a frame that is not Engine.IO, which closes that connection only.
+  async rawWire() {
+    const b = await connect();
+    await ask(b, "join-room", { roomId: "raw" });
+    const ws = new WebSocket(`${url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket`);
+    const got = [];
+    let wake = () => {};
+    let closeCode = null;
+    ws.on("error", () => {});
+    ws.on("close", (code) => {
+      closeCode = code;
+      wake();
+    });
+    ws.on("message", (m) => {
+      const t = String(m);
+      if (t === "2") ws.send("3");
+      else got.push(t);
+      wake();
+    });
+    // The first packet received (or to come) that starts with `prefix`, within WAIT_MS.
+    const next = async (prefix) => {
+      const deadline = Date.now() + WAIT_MS;
+      for (;;) {
+        const i = got.findIndex((t) => t.startsWith(prefix));
+        if (i >= 0) return got.splice(i, 1)[0];
+        const left = deadline - Date.now();
+        if (closeCode !== null || left <= 0) return null;
+        await new Promise((res) => {
+          const timer = setTimeout(res, left);
+          wake = () => {
+            clearTimeout(timer);
+            res();
+          };
+        });
+      }
+    };
+    const json = (t, skip) => (t === null ? null : JSON.parse(t.slice(skip)));
+    await new Promise((res, rej) => {
+      ws.once("open", res);
+      ws.once("error", rej);
+    });
+    const r = {};
+    r.open = json(await next("0{"), 1);
+    ws.send("40/elsewhere,");
+    r.otherNamespace = await next("44/elsewhere,");
+    ws.send("40");
+    r.connected = json(await next("40{"), 2);
+    ws.send('420["join-room",{"roomId":"raw"}]');
+    r.joinAck = json(await next("430["), 3);
+    ws.send('451-["message",{"roomId":"raw","data":{"_placeholder":true,"num":0}}]');
+    ws.send(Buffer.from([1, 2, 3]));
+    r.binaryRefused = json(await next('42["error",'), 2);
+    ws.send('421["message",{"roomId":"raw","data":"raw hello"}]');
+    r.messageAck = json(await next("431["), 3);
+    r.bGotMessage = await waitFor(b, "message", (p) => p.data === "raw hello");
+    const rawPeer = r.joinAck?.[0]?.self?.peerId;
+    const left = waitFor(b, "user-left", (p) => p.peerId === rawPeer).then(() => true, () => false);
+    ws.send("this is not engine.io");
+    r.closed = (await next("\u0000never")) === null && closeCode !== null;
+    r.bSawRawLeave = await left;
+    r.bStillWorks = await ask(b, "update-state", { roomId: "raw", state: { ok: true } });
+    await barrier(b);
+    r.messagesAtB = seen(b, "message").map((p) => p.data);
+    return r;
+  },
+
   // A frame far beyond the engine.io limit may close that one connection; others keep working.
   async hugeFrame() {
     const a = await connect({ transports: [args.transportA ?? "polling"] });

@@ -338,3 +338,46 @@ fn half_open_engine_sessions_count_against_the_per_ip_cap() {
         "{r}"
     );
 }
+
+/// The WebSocket transport spoken raw: the open packet carries the heartbeat and the
+/// payload limit; a CONNECT to another namespace is refused and the session kept; a binary
+/// event (not supported) is refused with `bad-request`, its attachment skipped, nothing
+/// relayed; a frame that is not Engine.IO closes that connection only: its room-mate sees
+/// it leave and keeps working.
+#[test]
+fn a_raw_websocket_client_gets_clear_answers_and_garbage_closes_only_its_connection() {
+    let ports = Ports::new();
+    let svc = common::start(&ports, "");
+    let r = common::drive(&svc, &ports, "rawWire", &json!({}));
+    let open = &r["open"];
+    assert!(open["sid"].as_str().is_some_and(|s| !s.is_empty()), "{r}");
+    assert_eq!(open["upgrades"], json!([]), "{r}");
+    assert_eq!(open["pingInterval"], json!(25000), "{r}");
+    assert_eq!(open["pingTimeout"], json!(20000), "{r}");
+    assert!(open["maxPayload"].as_u64().is_some_and(|n| n > 0), "{r}");
+    assert_eq!(
+        r["otherNamespace"],
+        json!("44/elsewhere,{\"message\":\"Invalid namespace\"}"),
+        "{r}"
+    );
+    assert!(r["connected"]["sid"].as_str().is_some(), "{r}");
+    assert_ok(&r["joinAck"][0], "the raw client joins");
+    assert_eq!(r["binaryRefused"][0], json!("error"), "{r}");
+    assert_eq!(r["binaryRefused"][1]["code"], json!("bad-request"), "{r}");
+    assert_ok(
+        &r["messageAck"][0],
+        "a message after the refused binary event",
+    );
+    assert_eq!(
+        r["messagesAtB"],
+        json!(["raw hello"]),
+        "nothing else relayed: {r}"
+    );
+    assert_eq!(
+        r["closed"],
+        json!(true),
+        "garbage closes the connection: {r}"
+    );
+    assert_eq!(r["bSawRawLeave"], json!(true), "{r}");
+    assert_ok(&r["bStillWorks"], "the room-mate keeps working");
+}
