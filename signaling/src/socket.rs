@@ -41,8 +41,11 @@ use session::PeerCtx;
 /// normal bursts, and beyond it the writer waits instead of dropping (the ordering tests send
 /// 2,000 events, so they exercise that path).
 pub const MAX_BUFFER_SIZE: usize = 512;
-/// Bytes tungstenite reads at a time per WebSocket (engineioxide default: 4 KiB).
-pub const WS_READ_BUFFER: usize = 1024;
+/// Bytes tungstenite reads at a time per WebSocket (engineioxide default: 4 KiB), held by
+/// every idle socket. A trickle-ICE candidate (about 300 bytes on the wire) fits in one read;
+/// a larger message is read into a buffer reserved for its full length once its frame
+/// header is in, so an SDP offer takes two reads either way.
+pub const WS_READ_BUFFER: usize = 512;
 
 /// How long an Engine.IO session may stay open without a Socket.IO CONNECT.
 pub use crate::conn_limit::CONNECT_TIMEOUT;

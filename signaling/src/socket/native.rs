@@ -20,7 +20,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
@@ -356,7 +355,7 @@ struct Conn {
     /// Binary attachments still to discard (binary events are refused).
     skip_binary: usize,
     /// The packet being written, while its write is pending.
-    in_flight: Option<Packet>,
+    in_flight: Option<Box<Queued>>,
     /// The Engine.IO session id and the peer id (for the log).
     sid: String,
     peer_id: String,
@@ -365,17 +364,7 @@ struct Conn {
 impl Conn {
     async fn run(&mut self) -> End {
         let close = self.close.clone();
-        // One heartbeat timer for the connection, moved only when the heartbeat's deadline
-        // changes (a timer made per loop turn costs a timer-wheel insert and removal per
-        // event).
-        let mut armed = self.beat.next;
-        let heartbeat = sleep_until(armed);
-        tokio::pin!(heartbeat);
         loop {
-            if armed != self.beat.next {
-                armed = self.beat.next;
-                heartbeat.as_mut().reset(armed);
-            }
             tokio::select! {
                 biased;
                 () = close.notify.notified() => return End::Server(close.reason()),
@@ -387,23 +376,16 @@ impl Conn {
                 q = self.out_rx.recv() => {
                     // `None`: the peer was unregistered (closed as a slow reader).
                     let Some(q) = q else { return End::Server(CloseReason::SlowReader) };
-                    let write = self.write_batch(q);
-                    tokio::pin!(write);
-                    // Most batches are written at once; only one that waits on the socket
-                    // races the close and the stall timer.
-                    let wrote = match futures::poll!(write.as_mut()) {
-                        Poll::Ready(r) => r,
-                        Poll::Pending => tokio::select! {
-                            r = write => r,
-                            () = close.notify.notified() => Err(End::Server(close.reason())),
-                            () = tokio::time::sleep(WRITE_STALL) => Err(End::Stalled),
-                        },
+                    let wrote = tokio::select! {
+                        r = self.write_batch(q) => r,
+                        () = close.notify.notified() => Err(End::Server(close.reason())),
+                        () = tokio::time::sleep(WRITE_STALL) => Err(End::Stalled),
                     };
                     if let Err(end) = wrote {
                         return end;
                     }
                 }
-                () = &mut heartbeat => {
+                () = sleep_until(self.beat.next) => {
                     if self.beat.fire() {
                         return End::PingTimeout;
                     }
@@ -505,29 +487,17 @@ impl Conn {
         let mut next = Some(first);
         let mut n = 0;
         while let Some(q) = next {
-            let Queued { packet, size } = *q;
-            self.out_bytes.sub(size);
-            match encode(&packet) {
+            self.out_bytes.sub(q.size);
+            match encode(&q.packet) {
                 Ok(t) => {
-                    // Held by the connection while it is written: if the write is cut off
-                    // (close, stall), `end` answers it.
-                    self.in_flight = Some(packet);
-                    let fed = self.ws.feed(text(t)).await;
-                    let packet = self.in_flight.take();
-                    if fed.is_err() {
-                        if let Some(p) = packet {
-                            Box::pin(answer_lost(&self.hub, p)).await;
-                        }
+                    // Held by the connection while it is written: if the write fails or is
+                    // cut off (close, stall), `end` answers it.
+                    self.in_flight = Some(q);
+                    if self.ws.feed(text(t)).await.is_err() {
                         return Err(End::Transport);
                     }
-                    if let Some(Packet::Emit {
-                        event,
-                        body: Body::Event(e),
-                        ..
-                    }) = &packet
-                        && ServerEvent::is_relayed(e)
-                    {
-                        self.hub.metrics.relayed(event);
+                    if let Some(q) = self.in_flight.take() {
+                        self.count_relayed(&q.packet);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "Could not encode an outbound packet"),
@@ -540,6 +510,20 @@ impl Conn {
             };
         }
         self.ws.flush().await.map_err(|_| End::Transport)
+    }
+
+    /// The "events relayed" metric counts relayed events when written (as on the
+    /// socketioxide side).
+    fn count_relayed(&self, p: &Packet) {
+        if let Packet::Emit {
+            event,
+            body: Body::Event(e),
+            ..
+        } = p
+            && ServerEvent::is_relayed(e)
+        {
+            self.hub.metrics.relayed(event);
+        }
     }
 }
 
@@ -561,8 +545,8 @@ impl Conn {
         drop(inbox);
         finish(&mut ws, end).await;
         drop(ws);
-        if let Some(packet) = in_flight {
-            answer_lost(&hub, packet).await;
+        if let Some(q) = in_flight {
+            answer_lost(&hub, q.packet).await;
         }
         answer_undelivered(&hub, &mut out_rx, &out_bytes).await;
     }
