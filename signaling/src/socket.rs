@@ -92,8 +92,8 @@ pub fn layer(hub: &Arc<Hub>) -> (SocketIoLayer, SocketIo) {
     let (layer, io) = SocketIo::builder()
         .req_path(sig.socketio_path.clone())
         .max_buffer_size(MAX_BUFFER_SIZE)
-        // Signaling events are a few hundred bytes: a 1 KiB read chunk (default 4 KiB)
-        // saves 3 KiB per idle WebSocket; larger messages still arrive, in more reads.
+        // Signaling events are a few hundred bytes: a small read chunk (default 4 KiB)
+        // saves memory per idle WebSocket (see WS_READ_BUFFER).
         .ws_read_buffer_size(WS_READ_BUFFER)
         .max_payload(hard_limit as u64)
         .ws_max_message_size(hard_limit)
