@@ -132,6 +132,58 @@ function jwt(secret, claims) {
   return `${head}.${body}.${sig}`;
 }
 
+/** A raw long-polling client that joins room "stall" and then never polls again; its peer id. */
+async function pollingTargetThatStops() {
+  const base = `${url}/socket.io/?EIO=4&transport=polling`;
+  const open = await (await fetch(base)).text();
+  const at = `${base}&sid=${JSON.parse(open.slice(1)).sid}`;
+  await fetch(at, { method: "POST", body: "40" });
+  let peerId;
+  let joined = false;
+  for (let i = 0; i < 8 && !peerId; i++) {
+    const packets = (await (await fetch(at)).text()).split("\x1e");
+    if (packets.includes("2")) await fetch(at, { method: "POST", body: "3" });
+    if (!joined && packets.some((p) => p.startsWith("40"))) {
+      joined = true;
+      await fetch(at, { method: "POST", body: '420["join-room",{"roomId":"stall"}]' });
+    }
+    const ack = packets.find((p) => p.startsWith("430"));
+    if (ack) peerId = JSON.parse(ack.slice(3))[0].self.peerId;
+  }
+  return peerId;
+}
+
+/** Signals to a target that no longer reads, until it is closed as a slow reader: how many
+ * were queued, and how many of those came back to the sender as `unknown-peer`. `ws`, a raw
+ * WebSocket target, is read again at the end to see the server's close. */
+async function stalledAnswers(peerId, ws) {
+  const closed = ws ? new Promise((res) => ws.on("close", () => res(true))) : null;
+  const a = await connect();
+  await ask(a, "join-room", { roomId: "stall" });
+  const left = waitFor(a, "user-left", (p) => p.peerId === peerId, 60000).then(() => true, () => false);
+  let gone = false;
+  left.then((v) => (gone = v));
+  const data = "s".repeat(args.bytes ?? 32768);
+  const acks = [];
+  for (let i = 0; i < (args.n ?? 2000) && !gone; i += 50) {
+    const batch = [];
+    for (let j = 0; j < 50; j++) batch.push(ask(a, "signal", { to: peerId, data }));
+    acks.push(...(await Promise.all(batch)));
+  }
+  const r = { sent: acks.length, queued: acks.filter((k) => k.ok).length, targetLeft: await left };
+  const lost = (e) => e.event === "signal" && e.code === "unknown-peer";
+  r.firstAnswer = await waitFor(a, "error", lost).catch((e) => String(e));
+  await barrier(a);
+  r.answeredUnknownPeer = seen(a, "error").filter(lost).length;
+  r.senderConnected = a.connected;
+  if (ws) {
+    // Reading again, the target drains what the kernel holds and then sees the server's close.
+    ws._socket.resume();
+    r.targetClosed = await Promise.race([closed, new Promise((res) => setTimeout(() => res(false), WAIT_MS))]);
+  }
+  return r;
+}
+
 const scenarios = {
   // Every client event with its ack, every server event, over WebSocket and polling.
   async events() {
@@ -472,6 +524,32 @@ const scenarios = {
     await barrier(b);
     r.messagesAtB = seen(b, "message").map((p) => p.data);
     return r;
+  },
+
+  // A raw WebSocket target that joins and then stops reading: signals sent to it fill the
+  // kernel's buffers, then its outbound queue, until the server closes it as a slow reader.
+  // Every signal acked as queued that the server still held is answered to its sender with
+  // `unknown-peer` (nothing held is dropped silently).
+  // With `target: "polling"` the target is a raw long-polling client that stops polling.
+  async stalledTargetAnswers() {
+    if (args.target === "polling") return stalledAnswers(await pollingTargetThatStops(), null);
+    const ws = new WebSocket(`${url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket`);
+    ws.on("error", () => {});
+    const peerId = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("raw target never joined")), WAIT_MS);
+      ws.on("message", (m) => {
+        const t = String(m);
+        if (t.startsWith("0{")) ws.send("40");
+        else if (t.startsWith("40{")) ws.send('420["join-room",{"roomId":"stall"}]');
+        else if (t.startsWith("430[")) {
+          clearTimeout(timer);
+          // From here on the target reads nothing.
+          ws._socket.pause();
+          resolve(JSON.parse(t.slice(3))[0].self.peerId);
+        }
+      });
+    });
+    return stalledAnswers(peerId, ws);
   },
 
   // A frame far beyond the engine.io limit may close that one connection; others keep working.

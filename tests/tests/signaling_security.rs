@@ -381,3 +381,52 @@ fn a_raw_websocket_client_gets_clear_answers_and_garbage_closes_only_its_connect
     assert_eq!(r["bSawRawLeave"], json!(true), "{r}");
     assert_ok(&r["bStillWorks"], "the room-mate keeps working");
 }
+
+/// No silent loss when a target stops reading, on both transports: the target joins and
+/// stops reading; signals sent to it fill what the kernel (WebSocket) or the engine.io
+/// buffer (long-polling) takes, then its outbound queue, until it is closed as a slow
+/// reader. Signals acked as queued that the server still held are answered to the sender
+/// with `unknown-peer` error events (what the kernel had already taken is beyond any
+/// server's reach), and the sender keeps its connection.
+fn stalled_target_answers(target: &str) -> Value {
+    let ports = Ports::new();
+    let svc = common::start(
+        &ports,
+        "rate_limit_per_second = 100000\nrate_limit_burst = 100000",
+    );
+    let r = common::drive(
+        &svc,
+        &ports,
+        "stalledTargetAnswers",
+        &json!({"bytes": 32768, "n": 2000, "target": target}),
+    );
+    assert_eq!(r["targetLeft"], json!(true), "{r}\n{}", svc.logs());
+    assert_eq!(r["senderConnected"], json!(true), "{r}");
+    let queued = r["queued"].as_u64().unwrap_or(0);
+    let answered = r["answeredUnknownPeer"].as_u64().unwrap_or(0);
+    // When the slow reader is cut off, its outbound queue holds its byte cap (4 MiB, about
+    // 127 of these signals): at least half of that must come back, not just the one packet
+    // a writer had in hand.
+    let held_at_cap = (4u64 << 20) / 32768;
+    assert!(
+        answered >= held_at_cap / 2 && answered <= queued,
+        "queued signals the server held must be answered: {r}"
+    );
+    assert!(
+        svc.logs().contains("Slow reader disconnected"),
+        "{}",
+        svc.logs()
+    );
+    r
+}
+
+#[test]
+fn signals_held_for_a_websocket_target_that_stops_reading_are_answered() {
+    let r = stalled_target_answers("websocket");
+    assert_eq!(r["targetClosed"], json!(true), "{r}");
+}
+
+#[test]
+fn signals_held_for_a_polling_target_that_stops_polling_are_answered() {
+    stalled_target_answers("polling");
+}

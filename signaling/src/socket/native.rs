@@ -36,12 +36,13 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::inbound::{InboundItem, Inbox};
+use super::outbound::{answer_lost, answer_undelivered};
 use super::wire::{self, Frame, Sio};
 use super::{Admitted, CONNECT_TIMEOUT, Handshake, WS_READ_BUFFER, admit, new_peer_id};
 use crate::core::ServerEvent;
 use crate::hub::Hub;
 use crate::peers::{Body, CloseReason, Closer, NativeClose, Packet, Queued};
-use crate::protocol::{ErrorCode, Refusal};
+use crate::protocol::Refusal;
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
@@ -529,7 +530,8 @@ impl Conn {
 
 impl Conn {
     /// After the last event read: the session leaves every room (handled after every event
-    /// already queued), the WebSocket is closed, and every packet still queued is answered.
+    /// already queued), every packet still held is answered to its sender (before the close
+    /// handshake, which may wait on a full socket), and the WebSocket is closed.
     async fn end(self: Box<Self>, end: End) {
         tracing::debug!(sid = %self.sid, peer = %self.peer_id, reason = ?end, "WebSocket closed");
         let _ = self.inbox.tx.send(Box::new(InboundItem::Disconnect)).await;
@@ -543,12 +545,11 @@ impl Conn {
             ..
         } = *self;
         drop(inbox);
-        finish(&mut ws, end).await;
-        drop(ws);
         if let Some(q) = in_flight {
             answer_lost(&hub, q.packet).await;
         }
         answer_undelivered(&hub, &mut out_rx, &out_bytes).await;
+        finish(&mut ws, end).await;
     }
 }
 
@@ -570,35 +571,6 @@ async fn finish(ws: &mut Ws, end: End) {
     };
     if !matches!(end, End::Client | End::Transport) {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, bye).await;
-    }
-}
-
-/// Every packet still queued when the connection ended: no longer held, and a relayed
-/// event is answered to its sender.
-async fn answer_undelivered(
-    hub: &Hub,
-    out_rx: &mut mpsc::Receiver<Box<Queued>>,
-    out_bytes: &crate::peers::QueuedBytes,
-) {
-    out_rx.close();
-    while let Some(q) = out_rx.recv().await {
-        let Queued { packet, size } = *q;
-        out_bytes.sub(size);
-        answer_lost(hub, packet).await;
-    }
-}
-
-/// A relayed event that will never be written: its sender gets `unknown-peer`.
-async fn answer_lost(hub: &Hub, packet: Packet) {
-    if let Packet::Emit {
-        origin: Some(o), ..
-    } = packet
-    {
-        let code = ErrorCode::UnknownPeer;
-        hub.metrics.error(code.as_str());
-        let body =
-            Refusal::new(code, "the target peer disconnected before delivery").event(o.event);
-        hub.notify(&o.sender, "error", Body::Json(body)).await;
     }
 }
 

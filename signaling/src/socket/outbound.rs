@@ -86,7 +86,10 @@ pub async fn writer(
         let Queued { packet, size } = *queued;
         // Handed to the socket (or dropped) below: no longer held by this queue.
         bytes.sub(size);
-        let Some(s) = socket.upgrade() else { break };
+        let Some(s) = socket.upgrade() else {
+            Box::pin(answer_lost(&hub, packet)).await;
+            break;
+        };
         match packet {
             Packet::Emit {
                 event,
@@ -135,5 +138,36 @@ pub async fn writer(
                 }
             }
         }
+    }
+    // The socket is gone: what is still queued will never be written.
+    Box::pin(answer_undelivered(&hub, &mut rx, &bytes)).await;
+}
+
+/// Every packet still queued when a connection ended (either transport): no longer held,
+/// and a relayed event is answered to its sender.
+pub(crate) async fn answer_undelivered(
+    hub: &Hub,
+    rx: &mut mpsc::Receiver<Box<Queued>>,
+    bytes: &QueuedBytes,
+) {
+    rx.close();
+    while let Some(q) = rx.recv().await {
+        let Queued { packet, size } = *q;
+        bytes.sub(size);
+        answer_lost(hub, packet).await;
+    }
+}
+
+/// A relayed event that will never be written: its sender gets `unknown-peer`.
+pub(crate) async fn answer_lost(hub: &Hub, packet: Packet) {
+    if let Packet::Emit {
+        origin: Some(o), ..
+    } = packet
+    {
+        let code = ErrorCode::UnknownPeer;
+        hub.metrics.error(code.as_str());
+        let body =
+            Refusal::new(code, "the target peer disconnected before delivery").event(o.event);
+        hub.notify(&o.sender, "error", Body::Json(body)).await;
     }
 }
