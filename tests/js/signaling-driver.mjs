@@ -132,8 +132,10 @@ function jwt(secret, claims) {
   return `${head}.${body}.${sig}`;
 }
 
-/** A raw long-polling client that joins room "stall" and then never polls again; its peer id. */
-async function pollingTargetThatStops() {
+/** A raw long-polling client that joins `room` and then never polls again (it answers the
+ * first heartbeat, so it lives until the next one, 25 s); its peer id, which comes in the
+ * join ack (`self.peerId`) and is not the Engine.IO sid. */
+async function pollingTargetThatStops(room) {
   const base = `${url}/socket.io/?EIO=4&transport=polling`;
   const open = await (await fetch(base)).text();
   const at = `${base}&sid=${JSON.parse(open.slice(1)).sid}`;
@@ -145,7 +147,7 @@ async function pollingTargetThatStops() {
     if (packets.includes("2")) await fetch(at, { method: "POST", body: "3" });
     if (!joined && packets.some((p) => p.startsWith("40"))) {
       joined = true;
-      await fetch(at, { method: "POST", body: '420["join-room",{"roomId":"stall"}]' });
+      await fetch(at, { method: "POST", body: `420["join-room",{"roomId":"${room}"}]` });
     }
     const ack = packets.find((p) => p.startsWith("430"));
     if (ack) peerId = JSON.parse(ack.slice(3))[0].self.peerId;
@@ -532,7 +534,7 @@ const scenarios = {
   // `unknown-peer` (nothing held is dropped silently).
   // With `target: "polling"` the target is a raw long-polling client that stops polling.
   async stalledTargetAnswers() {
-    if (args.target === "polling") return stalledAnswers(await pollingTargetThatStops(), null);
+    if (args.target === "polling") return stalledAnswers(await pollingTargetThatStops("stall"), null);
     const ws = new WebSocket(`${url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket`);
     ws.on("error", () => {});
     const peerId = await new Promise((resolve, reject) => {
@@ -571,25 +573,7 @@ const scenarios = {
   // A target that stops reading (a raw long-polling client that never polls again): the
   // sender is told, nothing is lost silently.
   async stalledTarget() {
-    const base = `${url}/socket.io/?EIO=4&transport=polling`;
-    const open = await (await fetch(base)).text();
-    const eioSid = JSON.parse(open.slice(1)).sid;
-    const at = `${base}&sid=${eioSid}`;
-    await fetch(at, { method: "POST", body: "40" });
-    // The peer id comes in the join ack (`self.peerId`); it is not the Engine.IO sid.
-    let peerId;
-    let joined = false;
-    for (let i = 0; i < 8 && !peerId; i++) {
-      const packets = (await (await fetch(at)).text()).split("\x1e");
-      // Answer the first heartbeat, so the connection lives until the next one (25 s).
-      if (packets.includes("2")) await fetch(at, { method: "POST", body: "3" });
-      if (!joined && packets.some((p) => p.startsWith("40"))) {
-        joined = true;
-        await fetch(at, { method: "POST", body: '420["join-room",{"roomId":"stall"}]' });
-      }
-      const ack = packets.find((p) => p.startsWith("430"));
-      if (ack) peerId = JSON.parse(ack.slice(3))[0].self.peerId;
-    }
+    const peerId = await pollingTargetThatStops("stall");
     // From here on the raw client never polls: the server's buffer for it fills up.
     const a = await connect();
     await ask(a, "join-room", { roomId: "stall" });
@@ -807,22 +791,7 @@ const scenarios = {
   // A target that never reads while a sender streams large messages at it: the target is
   // disconnected once its outbound queue passes the byte cap; the sender is told `user-left`.
   async slowReader() {
-    const base = `${url}/socket.io/?EIO=4&transport=polling`;
-    const open = await (await fetch(base)).text();
-    const at = `${base}&sid=${JSON.parse(open.slice(1)).sid}`;
-    await fetch(at, { method: "POST", body: "40" });
-    let peerId;
-    let joined = false;
-    for (let i = 0; i < 8 && !peerId; i++) {
-      const packets = (await (await fetch(at)).text()).split("\x1e");
-      if (packets.includes("2")) await fetch(at, { method: "POST", body: "3" });
-      if (!joined && packets.some((p) => p.startsWith("40"))) {
-        joined = true;
-        await fetch(at, { method: "POST", body: '420["join-room",{"roomId":"slow"}]' });
-      }
-      const ack = packets.find((p) => p.startsWith("430"));
-      if (ack) peerId = JSON.parse(ack.slice(3))[0].self.peerId;
-    }
+    const peerId = await pollingTargetThatStops("slow");
     // From here on the target never polls.
     const a = await connect();
     await ask(a, "join-room", { roomId: "slow" });

@@ -11,6 +11,12 @@ fn assert_ok(ack: &Value, what: &str) {
     assert_eq!(ack["ok"], json!(true), "{what}: {ack}");
 }
 
+/// The server logged closing a slow reader (at WARN, so operators see it).
+fn assert_slow_reader_logged(svc: &switchboard_tests::Service) {
+    let logs = svc.logs();
+    assert!(logs.contains("Slow reader disconnected"), "{logs}");
+}
+
 /// A long-polling victim's peer id, which every room-mate learns, is not its Engine.IO sid:
 /// POSTing packets with it, polling with it and upgrading with it are all refused, and the
 /// bystander receives nothing forged.
@@ -256,11 +262,7 @@ fn a_slow_reader_is_disconnected_at_its_outbound_byte_cap() {
         text.contains("switchboard_signaling_slow_readers_closed_total 1"),
         "{text}"
     );
-    assert!(
-        svc.logs().contains("Slow reader disconnected"),
-        "{}",
-        svc.logs()
-    );
+    assert_slow_reader_logged(&svc);
 }
 
 /// The signaling part of issue 12's flood acceptance: 1,000 persistent rooms created over
@@ -412,11 +414,7 @@ fn stalled_target_answers(target: &str) -> Value {
         answered >= held_at_cap / 2 && answered <= queued,
         "queued signals the server held must be answered: {r}"
     );
-    assert!(
-        svc.logs().contains("Slow reader disconnected"),
-        "{}",
-        svc.logs()
-    );
+    assert_slow_reader_logged(&svc);
     r
 }
 

@@ -101,25 +101,22 @@ pub async fn writer(
                         hub.metrics.relayed(event);
                     }
                 }
-                Err(f) => {
-                    let closed = matches!(f, Failure::Closed);
+                Err(Failure::Closed) => {
+                    let packet = Packet::Emit {
+                        event,
+                        body,
+                        origin,
+                    };
+                    Box::pin(answer_lost(&hub, packet)).await;
+                    break;
+                }
+                Err(Failure::Stalled) => {
                     if let Some(o) = origin {
-                        let msg = if closed {
-                            "the target peer disconnected before delivery"
-                        } else {
-                            "the target peer is not reading; event not delivered"
-                        };
-                        let code = if closed {
-                            ErrorCode::UnknownPeer
-                        } else {
-                            ErrorCode::RateLimited
-                        };
+                        let code = ErrorCode::RateLimited;
                         hub.metrics.error(code.as_str());
+                        let msg = "the target peer is not reading; event not delivered";
                         let body = Refusal::new(code, msg).event(o.event);
                         Box::pin(hub.notify(&o.sender, "error", Body::Json(body))).await;
-                    }
-                    if closed {
-                        break;
                     }
                 }
             },
