@@ -232,16 +232,22 @@ async fn open(
     }
     let close = Arc::new(NativeClose::default());
     let mut beat = Heartbeat::new();
-    let connect = await_connect(
-        &hub,
-        &mut ws,
-        &mut beat,
-        origin.as_deref(),
-        ip,
-        &sid,
-        &close,
+    // The whole opening is bounded, writes included: a client that sends CONNECTs and never
+    // reads the answers cannot hold its task once the socket's buffer is full.
+    let connect = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        await_connect(
+            &hub,
+            &mut ws,
+            &mut beat,
+            origin.as_deref(),
+            ip,
+            &sid,
+            &close,
+        ),
     )
-    .await;
+    .await
+    .unwrap_or(Err(End::ConnectTimeout));
     match connect {
         Ok(Admitted {
             peer_id,
@@ -274,8 +280,8 @@ async fn connected(mut conn: Box<Conn>) {
     Box::pin(conn.end(end)).await;
 }
 
-/// Before CONNECT: heartbeats, and the CONNECT itself (answered with `40` or `44`), within
-/// [`CONNECT_TIMEOUT`].
+/// Before CONNECT: heartbeats, and the CONNECT itself (answered with `40` or `44`); the
+/// caller bounds it by [`CONNECT_TIMEOUT`].
 async fn await_connect(
     hub: &Arc<Hub>,
     ws: &mut Ws,
@@ -285,7 +291,6 @@ async fn await_connect(
     sid: &str,
     close: &Arc<NativeClose>,
 ) -> Result<Admitted, End> {
-    let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
         let msg = tokio::select! {
             msg = ws.next() => msg,
@@ -296,7 +301,6 @@ async fn await_connect(
                 ws.send(text(wire::PING)).await.map_err(|_| End::Transport)?;
                 continue;
             }
-            () = sleep_until(deadline) => return Err(End::ConnectTimeout),
         };
         let t = match msg {
             Some(Ok(Message::Text(t))) => t,
