@@ -1,28 +1,31 @@
-//! The I/O layer between sockets and the `turn` crate: [`ListenerConn`] is the `Conn` the
-//! crate reads client packets from (our gate runs first, and relays ChannelData/Send
-//! itself); [`RelayGenerator`] binds relayed sockets and hands the crate [`RelayConn`]s
-//! whose receive side is our peer-to-client fast path.
+//! The `Conn`s the `turn` crate runs on. [`ListenerConn`] is fed by a data-plane worker
+//! through a channel with the control messages of one listener (the gate already checked
+//! them), and sends the crate's answers through the gate to the client; [`RelayGenerator`]
+//! binds relayed sockets on the worker's runtime and hands the crate [`RelayConn`]s that
+//! only report when the allocation's socket is closed. Data never passes through the
+//! crate's tasks.
 
 use std::any::Any;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use switchboard_config::{PortRange, unix_now};
-use tokio::net::UdpSocket;
+use tokio::sync::{Mutex, mpsc};
 use turn::relay::RelayAddressGenerator;
 use webrtc_util::Conn;
 
-use crate::gate::{CRATE_READ_LIMIT, Gate, Inbound, Outbound, SYNTHETIC_CLIENT};
+use crate::dataplane::{ToEngine, WorkerShared};
+use crate::gate::{Gate, Outbound, SYNTHETIC_CLIENT};
 use crate::tables::RelaySlot;
-use crate::transport::{ClientTransport, Received};
+use crate::transport::ClientTransport;
 
-/// Largest datagram we read from clients or peers.
-const MAX_DATAGRAM: usize = 65_536;
 /// Socket buffer we ask the kernel for (capped by net.core.[rw]mem_max).
 pub const SOCKET_BUFFER: usize = 4 << 20;
+/// How often the synthetic request is retried while the crate's nonce is unknown.
+const INJECTION_RETRY: Duration = Duration::from_secs(2);
 
 fn unsupported() -> webrtc_util::Error {
     webrtc_util::Error::Other("not supported on a TURN listener".into())
@@ -34,39 +37,31 @@ pub struct ListenerConn {
     transport: Arc<dyn ClientTransport>,
     local: SocketAddr,
     gate: Arc<Gate>,
-    buf: Mutex<Option<Vec<u8>>>,
+    worker: Arc<WorkerShared>,
+    inbox: Mutex<mpsc::Receiver<ToEngine>>,
 }
 
 impl ListenerConn {
-    pub fn new(transport: Arc<dyn ClientTransport>, gate: Arc<Gate>) -> std::io::Result<Self> {
+    pub fn new(
+        transport: Arc<dyn ClientTransport>,
+        gate: Arc<Gate>,
+        worker: Arc<WorkerShared>,
+        inbox: mpsc::Receiver<ToEngine>,
+    ) -> std::io::Result<Self> {
         let local = transport.local_addr()?;
         Ok(Self {
             transport,
             local,
             gate,
-            buf: Mutex::new(None),
+            worker,
+            inbox: Mutex::new(inbox),
         })
     }
 
-    fn synthetic(buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
-        let req = Gate::synthetic_request();
-        let n = req.len().min(buf.len());
-        buf[..n].copy_from_slice(&req[..n]);
-        Ok((n, SYNTHETIC_CLIENT))
-    }
-
-    fn take_buf(&self) -> Vec<u8> {
-        self.buf
-            .lock()
-            .ok()
-            .and_then(|mut g| g.take())
-            .unwrap_or_else(|| vec![0; MAX_DATAGRAM])
-    }
-
-    fn put_buf(&self, b: Vec<u8>) {
-        if let Ok(mut g) = self.buf.lock() {
-            *g = Some(b);
-        }
+    fn deliver(buf: &mut [u8], bytes: &[u8], from: SocketAddr) -> (usize, SocketAddr) {
+        let n = bytes.len().min(buf.len());
+        buf[..n].copy_from_slice(&bytes[..n]);
+        (n, from)
     }
 }
 
@@ -81,85 +76,21 @@ impl Conn for ListenerConn {
     }
 
     async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
-        if self.gate.begin_injection(Instant::now()) {
-            return Self::synthetic(buf);
-        }
-        let mut own = self.take_buf();
+        let mut inbox = self.inbox.lock().await;
         loop {
-            let (n, client) = match self.transport.recv(&mut own).await {
-                Ok(Received::Message { len, from }) => (len, from),
-                Ok(Received::Closed(client)) => {
-                    // Hand the crate a Refresh with LIFETIME 0 so it deletes the allocation.
-                    match self
-                        .gate
-                        .client_closed(self.transport.as_ref(), self.local, client)
-                    {
-                        Some(bytes) if bytes.len() <= buf.len() => {
-                            buf[..bytes.len()].copy_from_slice(&bytes);
-                            self.put_buf(own);
-                            return Ok((bytes.len(), client));
-                        }
-                        _ => continue,
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
-                    ) =>
-                {
-                    continue;
-                }
-                Err(e) => {
-                    self.put_buf(own);
-                    return Err(e.into());
-                }
-            };
-            let now = Instant::now();
-            let outcome = self.gate.handle_client(
-                &self.transport,
-                self.local,
-                &own[..n],
-                client,
-                now,
-                unix_now(),
-            );
-            match outcome {
-                Inbound::ToCrate(bytes) if bytes.len() <= buf.len() => {
-                    buf[..bytes.len()].copy_from_slice(&bytes);
-                    self.put_buf(own);
-                    return Ok((bytes.len(), client));
-                }
-                Inbound::ToCrate(bytes) => {
-                    // The gate refuses anything over CRATE_READ_LIMIT before recording it;
-                    // this only happens if the crate's buffer shrank below that.
-                    tracing::warn!(
-                        len = bytes.len(),
-                        buffer = buf.len(),
-                        limit = CRATE_READ_LIMIT,
-                        "Request larger than the crate's read buffer dropped"
-                    );
-                }
-                Inbound::Drop => {}
-                Inbound::Reply(bytes) => {
-                    let _ = self.transport.send_to(&bytes, client).await;
-                }
-                Inbound::ToPeer {
-                    alloc,
-                    peer,
-                    start,
-                    len,
-                } => {
-                    let payload = &own[start..start + len];
-                    if alloc.socket.send_to(payload, peer).await.is_ok() {
-                        self.gate.metrics.bytes_to_peer.inc_by(len as u64);
-                        self.gate.metrics.packets_to_peer.inc();
-                    }
-                }
+            if self.gate.begin_injection(Instant::now()) {
+                return Ok(Self::deliver(
+                    buf,
+                    &Gate::synthetic_request(),
+                    SYNTHETIC_CLIENT,
+                ));
             }
-            if self.gate.begin_injection(now) {
-                self.put_buf(own);
-                return Self::synthetic(buf);
+            match tokio::time::timeout(INJECTION_RETRY, inbox.recv()).await {
+                // The gate refuses anything over CRATE_READ_LIMIT (the crate's buffer).
+                Ok(Some((bytes, from))) => return Ok(Self::deliver(buf, &bytes, from)),
+                // The worker stopped: the relay is shutting down.
+                Ok(None) => return Err(webrtc_util::Error::ErrUseClosedNetworkConn),
+                Err(_) => {}
             }
         }
     }
@@ -169,30 +100,31 @@ impl Conn for ListenerConn {
     }
 
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
-        match self.gate.handle_crate_output(
+        let outcome = self.gate.handle_crate_output(
+            &self.worker,
             self.transport.as_ref(),
             self.local,
             buf,
             target,
             Instant::now(),
             unix_now(),
-        ) {
-            // A failed send to one client (gone, unreachable) is no error of the listener.
+        );
+        // A failed send to one client (gone, unreachable, buffer full) is no error of the
+        // listener: the client retransmits.
+        match outcome {
             Outbound::Forward => {
-                let _ = self.transport.send_to(buf, target).await;
-                Ok(buf.len())
+                let _ = self.transport.try_send_to(buf, target);
             }
             Outbound::Allocated => {
                 self.transport.allocation_made(target);
-                let _ = self.transport.send_to(buf, target).await;
-                Ok(buf.len())
+                let _ = self.transport.try_send_to(buf, target);
             }
             Outbound::Replace(bytes) => {
-                let _ = self.transport.send_to(&bytes, target).await;
-                Ok(buf.len())
+                let _ = self.transport.try_send_to(&bytes, target);
             }
-            Outbound::Swallow => Ok(buf.len()),
+            Outbound::Swallow => {}
         }
+        Ok(buf.len())
     }
 
     fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
@@ -246,33 +178,18 @@ impl Conn for RelayConn {
         Err(unsupported())
     }
 
-    /// Our peer-to-client fast path; returns only when the socket closes. The crate's
-    /// per-allocation task calls it, so each allocation relays on its own task.
+    /// The crate's per-allocation task waits here until the allocation's socket closes:
+    /// the worker that owns the socket reads the peers' datagrams.
     async fn recv_from(&self, _buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
-        let mut inb = vec![0u8; MAX_DATAGRAM];
-        let mut out = Vec::with_capacity(2048);
+        let closed = self.slot.close_notify.notified();
+        tokio::pin!(closed);
         loop {
+            closed.as_mut().enable();
             if self.slot.is_closed() {
                 return Err(webrtc_util::Error::ErrUseClosedNetworkConn);
             }
-            let (n, peer) = tokio::select! {
-                r = self.slot.socket.recv_from(&mut inb) => match r {
-                    Ok(v) => v,
-                    Err(_) => continue,
-                },
-                () = self.slot.close_notify.notified() => continue,
-            };
-            let Some(alloc) = self.slot.state.get() else {
-                continue;
-            };
-            if self
-                .gate
-                .from_peer(alloc, &inb[..n], peer, Instant::now(), &mut out)
-                && alloc.transport.send_to(&out, alloc.client).await.is_ok()
-            {
-                self.gate.metrics.bytes_to_client.inc_by(n as u64);
-                self.gate.metrics.packets_to_client.inc();
-            }
+            closed.as_mut().await;
+            closed.set(self.slot.close_notify.notified());
         }
     }
 
@@ -280,6 +197,8 @@ impl Conn for RelayConn {
         Err(unsupported())
     }
 
+    /// Not used: Send indications and ChannelData go through the data plane. Kept to the
+    /// same policy in case the crate ever sends on its own.
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
         if !self.gate.peer_allowed(target) {
             self.gate.metrics.denied_peer("send");
@@ -313,6 +232,9 @@ pub struct RelayGenerator {
     pub external_ip: IpAddr,
     pub ports: PortRange,
     pub gate: Arc<Gate>,
+    /// The worker whose listener this generator's allocations come through: it owns
+    /// their relayed sockets.
+    pub worker: Arc<WorkerShared>,
 }
 
 /// Binds a UDP socket with large buffers (and SO_REUSEPORT when asked), non-blocking.
@@ -365,7 +287,7 @@ impl RelayAddressGenerator for RelayGenerator {
             let Ok(std_sock) = bind_udp(SocketAddr::new(self.relay_ip, port), false) else {
                 continue;
             };
-            let socket = UdpSocket::from_std(std_sock)?;
+            let socket = self.worker.adopt_socket(std_sock)?;
             let slot = Arc::new(RelaySlot::new(
                 socket,
                 SocketAddr::new(self.external_ip, port),

@@ -36,6 +36,8 @@ use switchboard_config::credentials::mint;
 use tokio::net::UdpSocket;
 
 use crate::auth::{Credentials, long_term_key};
+use crate::dataplane::WorkerShared;
+use crate::dataplane::forward::{self, Decision};
 use crate::framing::{
     CHANNEL_DATA_HEADER_LEN, FrameKind, Framer, FramingError, MAGIC_COOKIE, MAX_CHANNEL,
     MAX_MESSAGE_LEN, MIN_CHANNEL, STUN_HEADER_LEN, encode_for_stream, padded_len,
@@ -433,9 +435,22 @@ pub mod seeds {
 /// and the crate's answers.
 struct World {
     gate: Gate,
+    worker: Arc<WorkerShared>,
     transport: Arc<dyn ClientTransport>,
     alloc: Option<Arc<AllocState>>,
     t0: Instant,
+}
+
+/// What the relay does with one client packet: the data plane's relay, or the gate's
+/// decision on what the data plane handed it.
+#[derive(Debug)]
+enum Out {
+    Gate(Inbound),
+    ToPeer {
+        peer: SocketAddr,
+        start: usize,
+        len: usize,
+    },
 }
 
 /// The fixture's request bytes, built once.
@@ -477,12 +492,14 @@ impl World {
         );
         let mut w = Self {
             gate,
+            worker: WorkerShared::detached(0, RUNTIME.handle().clone()),
             transport: Arc::new(FakeTransport { stream }),
             alloc: None,
             t0: Instant::now(),
         };
         let s = &*SCRIPT;
         let taught = w.gate.handle_crate_output(
+            &w.worker,
             w.transport.as_ref(),
             LISTENER,
             &s.crate_challenge,
@@ -512,28 +529,54 @@ impl World {
             w.crate_says(&s.permission_ok);
             w.expect_to_crate(&s.bind);
             w.crate_says(&s.bind_ok);
-            let alloc = w.alloc.as_ref().expect("allocation");
-            assert_eq!(
-                alloc.channel_peer(CHANNEL, w.t0),
-                Some(PEER),
-                "fixture: channel"
-            );
+            let key = crate::tables::ClientKey::new(w.transport.as_ref(), LISTENER, CLIENT);
+            let channel = w
+                .worker
+                .table()
+                .get(&key)
+                .and_then(|e| e.channel_peer(CHANNEL, w.t0));
+            assert_eq!(channel, Some(PEER), "fixture: channel");
         }
         w
     }
 
-    fn client(&self, packet: &[u8]) -> Inbound {
-        self.gate
-            .handle_client(&self.transport, LISTENER, packet, CLIENT, self.t0, NOW)
+    /// The data plane's decision on `packet` from [`CLIENT`], then the gate's on what it
+    /// hands to the control plane (as `dataplane::worker` does).
+    fn client(&self, packet: &[u8]) -> Out {
+        let key = crate::tables::ClientKey::new(self.transport.as_ref(), LISTENER, CLIENT);
+        let control = {
+            let mut table = self.worker.table();
+            match forward::decide(&mut table, &key, packet, self.t0, |p| {
+                self.gate.peer_allowed(p)
+            }) {
+                Decision::ToPeer {
+                    peer, start, len, ..
+                } => return Out::ToPeer { peer, start, len },
+                Decision::Control(m) => m,
+                _ => return Out::Gate(Inbound::Drop),
+            }
+        };
+        Out::Gate(self.gate.handle_control(
+            &control,
+            &self.transport,
+            LISTENER,
+            CLIENT,
+            self.t0,
+            NOW,
+        ))
     }
 
     fn expect_to_crate(&self, packet: &[u8]) {
         let out = self.client(packet);
-        assert!(matches!(out, Inbound::ToCrate(_)), "fixture: {out:?}");
+        assert!(
+            matches!(out, Out::Gate(Inbound::ToCrate(_))),
+            "fixture: {out:?}"
+        );
     }
 
     fn crate_says(&self, packet: &[u8]) {
         let out = self.gate.handle_crate_output(
+            &self.worker,
             self.transport.as_ref(),
             LISTENER,
             packet,
@@ -548,10 +591,10 @@ impl World {
     }
 
     /// What must hold of any decision on `packet`.
-    fn check_inbound(&self, packet: &[u8], out: &Inbound) {
+    fn check_inbound(&self, packet: &[u8], out: &Out) {
         match out {
-            Inbound::Drop => {}
-            Inbound::Reply(bytes) => {
+            Out::Gate(Inbound::Drop) => {}
+            Out::Gate(Inbound::Reply(bytes)) => {
                 let r = wire::parse(bytes).expect("a reply is a STUN message");
                 let req = wire::parse(packet).expect("only STUN requests are answered");
                 assert_eq!(
@@ -567,7 +610,7 @@ impl World {
                     "a reply is a response"
                 );
             }
-            Inbound::ToCrate(bytes) => {
+            Out::Gate(Inbound::ToCrate(bytes)) => {
                 let mut m = wire::parse(bytes).expect("the crate gets STUN");
                 assert_eq!(m.typ.class, CLASS_REQUEST, "the crate gets requests only");
                 assert_eq!(wire::text(&m, ATTR_NONCE).as_deref(), Some(CRATE_NONCE));
@@ -577,12 +620,7 @@ impl World {
                     .check(&mut m)
                     .expect("signed with a key of a configured secret");
             }
-            Inbound::ToPeer {
-                alloc,
-                peer,
-                start,
-                len,
-            } => {
+            Out::ToPeer { peer, start, len } => {
                 let end = start.checked_add(*len).expect("no overflow");
                 assert!(end <= packet.len(), "payload inside the packet");
                 assert!(
@@ -594,12 +632,16 @@ impl World {
                     .as_ref()
                     .expect("relayed only with an allocation");
                 assert!(
-                    Arc::ptr_eq(alloc, own),
-                    "relayed from the client's own allocation"
-                );
-                assert!(
-                    alloc.has_permission(peer.ip(), self.t0),
+                    own.has_permission(peer.ip(), self.t0),
                     "only to a permitted peer"
+                );
+                let key = crate::tables::ClientKey::new(self.transport.as_ref(), LISTENER, CLIENT);
+                assert!(
+                    self.worker
+                        .table()
+                        .get(&key)
+                        .is_some_and(|e| e.has_permission(peer.ip(), self.t0)),
+                    "the data plane's permission agrees"
                 );
             }
         }
@@ -703,10 +745,10 @@ fn crate_answer(sent: &[u8], packet: &[u8]) -> Option<Vec<u8>> {
 #[must_use]
 pub fn decision(packet: &[u8], with_allocation: bool) -> &'static str {
     match World::new(with_allocation, false).client(packet) {
-        Inbound::Drop => "drop",
-        Inbound::Reply(_) => "reply",
-        Inbound::ToCrate(_) => "to-crate",
-        Inbound::ToPeer { .. } => "to-peer",
+        Out::Gate(Inbound::Drop) => "drop",
+        Out::Gate(Inbound::Reply(_)) => "reply",
+        Out::Gate(Inbound::ToCrate(_)) => "to-crate",
+        Out::ToPeer { .. } => "to-peer",
     }
 }
 
@@ -717,9 +759,15 @@ pub fn client_packet(packet: &[u8]) {
         let out = w.client(packet);
         w.check_inbound(packet, &out);
         // The same bytes as if the crate had sent them to the client.
-        let out =
-            w.gate
-                .handle_crate_output(w.transport.as_ref(), LISTENER, packet, CLIENT, w.t0, NOW);
+        let out = w.gate.handle_crate_output(
+            &w.worker,
+            w.transport.as_ref(),
+            LISTENER,
+            packet,
+            CLIENT,
+            w.t0,
+            NOW,
+        );
         World::check_outbound(packet, &out);
     }
     let Some(signed) = resign(packet) else {
@@ -729,15 +777,21 @@ pub fn client_packet(packet: &[u8]) {
         let w = World::new(with_allocation, true);
         let out = w.client(&signed);
         w.check_inbound(&signed, &out);
-        let Inbound::ToCrate(sent) = out else {
+        let Out::Gate(Inbound::ToCrate(sent)) = out else {
             continue;
         };
         let Some(answer) = crate_answer(&sent, packet) else {
             continue;
         };
-        let out =
-            w.gate
-                .handle_crate_output(w.transport.as_ref(), LISTENER, &answer, CLIENT, w.t0, NOW);
+        let out = w.gate.handle_crate_output(
+            &w.worker,
+            w.transport.as_ref(),
+            LISTENER,
+            &answer,
+            CLIENT,
+            w.t0,
+            NOW,
+        );
         World::check_outbound(&answer, &out);
         // Whatever the crate answered, no permission or channel to a denied peer exists.
         let alloc = w.alloc.clone().or_else(|| {
@@ -747,19 +801,31 @@ pub fn client_packet(packet: &[u8]) {
         let (Some(alloc), Some(m)) = (alloc, wire::parse(&signed)) else {
             continue;
         };
+        let table = w.worker.table();
+        let entry = table.get(&alloc.key);
         for p in wire::peer_addresses(&m).unwrap_or_default() {
-            if alloc.has_permission(p.ip(), w.t0) {
+            let data_permits = entry.is_some_and(|e| e.has_permission(p.ip(), w.t0));
+            assert_eq!(
+                data_permits,
+                alloc.has_permission(p.ip(), w.t0),
+                "the data plane and the gate agree on permissions"
+            );
+            if data_permits {
                 assert!(
                     w.gate.peer_allowed(p),
                     "permission installed for denied peer {p}"
                 );
             }
-            if let Some(n) = alloc.channel_of(p, w.t0) {
+            if let Some(n) = entry.and_then(|e| e.channel_of(p, w.t0)) {
                 assert!(
                     w.gate.peer_allowed(p),
                     "channel {n:#x} bound to denied peer {p}"
                 );
-                assert_eq!(alloc.channel_peer(n, w.t0), Some(p), "channel tables agree");
+                assert_eq!(
+                    entry.and_then(|e| e.channel_peer(n, w.t0)),
+                    Some(p),
+                    "channel tables agree"
+                );
             }
         }
     }

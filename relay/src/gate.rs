@@ -15,17 +15,16 @@
 //!   12.1); Send indications to one are dropped; Allocate is checked against quotas (486);
 //!   permissions against the per-allocation cap (508); channel numbers against the range
 //!   (400).
-//! - ChannelData and Send indications are relayed by our fast path from our own tables,
-//!   which follow the success responses the crate sends.
+//! - ChannelData and Send indications never come here: the data plane relays them from
+//!   its workers' tables, which the gate fills as the crate's success responses pass.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use stun::attributes::ATTR_DATA;
 use stun::message::{
-    CLASS_INDICATION, CLASS_REQUEST, METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND,
-    METHOD_CREATE_PERMISSION, METHOD_REFRESH, METHOD_SEND, Message,
+    CLASS_REQUEST, METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION,
+    METHOD_REFRESH, Message,
 };
 
 use crate::auth::Credentials;
@@ -60,13 +59,6 @@ pub enum Inbound {
     ToCrate(Vec<u8>),
     /// Answer the client with these bytes.
     Reply(Vec<u8>),
-    /// Relay `packet[start..start + len]` to `peer` from the allocation's relayed socket.
-    ToPeer {
-        alloc: Arc<AllocState>,
-        peer: SocketAddr,
-        start: usize,
-        len: usize,
-    },
     Drop,
 }
 
@@ -184,7 +176,8 @@ impl Gate {
             .filter(|a| std::ptr::addr_eq(Arc::as_ptr(&a.transport), Arc::as_ptr(transport)))
     }
 
-    /// Classifies one packet from `client` on the listener `local`.
+    /// Classifies one packet from `client` on the listener `local` as the control plane
+    /// sees it (ChannelData and Send indications are the data plane's: dropped here).
     pub fn handle_client(
         &self,
         transport: &Arc<dyn ClientTransport>,
@@ -195,98 +188,36 @@ impl Gate {
         unix: u64,
     ) -> Inbound {
         if wire::looks_like_channel_data(packet) {
-            return self.channel_data(transport, local, packet, client, now);
+            return Inbound::Drop;
         }
         // Everything after MESSAGE-INTEGRITY is cut off here, before any decision.
         let Some(m) = wire::parse_client(packet) else {
             return Inbound::Drop;
         };
-        if m.typ.class == CLASS_INDICATION && m.typ.method == METHOD_SEND {
-            return self.send_indication(&m, transport, local, client, now);
-        }
-        if m.typ.class != CLASS_REQUEST {
-            return Inbound::Drop;
-        }
-        match m.typ.method {
-            METHOD_BINDING => Inbound::Reply(wire::binding_success(&m, client)),
-            METHOD_ALLOCATE | METHOD_REFRESH | METHOD_CREATE_PERMISSION | METHOD_CHANNEL_BIND => {
-                self.request(&m, transport, local, client, now, unix)
-            }
-            _ => Inbound::Drop,
-        }
+        self.handle_control(&m, transport, local, client, now, unix)
     }
 
-    /// RFC 8656 section 12.5: ChannelData on a bound channel goes to its peer.
-    fn channel_data(
-        &self,
-        transport: &Arc<dyn ClientTransport>,
-        local: SocketAddr,
-        packet: &[u8],
-        client: SocketAddr,
-        now: Instant,
-    ) -> Inbound {
-        let Some((number, start, len)) = wire::channel_data(packet) else {
-            return Inbound::Drop;
-        };
-        let Some(alloc) = self.client_alloc(transport, local, client) else {
-            return Inbound::Drop;
-        };
-        let Some(peer) = alloc.channel_peer(number, now) else {
-            return Inbound::Drop;
-        };
-        self.to_peer(alloc, peer, start, len, now)
-    }
-
-    /// RFC 8656 section 11.2: a Send indication goes to its peer if a permission exists;
-    /// one to a denied peer is dropped and counted (SPEC section 3).
-    fn send_indication(
+    /// Decides on one parsed STUN message from `client`: Binding is answered here,
+    /// Allocate/Refresh/CreatePermission/ChannelBind checked and handed to the crate, the
+    /// rest dropped.
+    pub fn handle_control(
         &self,
         m: &Message,
         transport: &Arc<dyn ClientTransport>,
         local: SocketAddr,
         client: SocketAddr,
         now: Instant,
+        unix: u64,
     ) -> Inbound {
-        let Some(alloc) = self.client_alloc(transport, local, client) else {
-            return Inbound::Drop;
-        };
-        let Some(peers) = wire::peer_addresses(m) else {
-            return Inbound::Drop;
-        };
-        let [peer] = peers[..] else {
-            return Inbound::Drop;
-        };
-        if !self.peer_allowed(peer) {
-            self.metrics.denied_peer("send");
+        if m.typ.class != CLASS_REQUEST {
             return Inbound::Drop;
         }
-        if !alloc.has_permission(peer.ip(), now) {
-            return Inbound::Drop;
-        }
-        let Some((start, len)) = wire::value_bounds(m, ATTR_DATA) else {
-            return Inbound::Drop;
-        };
-        self.to_peer(alloc, peer, start, len, now)
-    }
-
-    /// Relays `len` bytes at `start` to `peer` if the allocation's bitrate budget allows.
-    fn to_peer(
-        &self,
-        alloc: Arc<AllocState>,
-        peer: SocketAddr,
-        start: usize,
-        len: usize,
-        now: Instant,
-    ) -> Inbound {
-        if !alloc.within_bitrate(len, now) {
-            self.metrics.bitrate_dropped.inc();
-            return Inbound::Drop;
-        }
-        Inbound::ToPeer {
-            alloc,
-            peer,
-            start,
-            len,
+        match m.typ.method {
+            METHOD_BINDING => Inbound::Reply(wire::binding_success(m, client)),
+            METHOD_ALLOCATE | METHOD_REFRESH | METHOD_CREATE_PERMISSION | METHOD_CHANNEL_BIND => {
+                self.request(m, transport, local, client, now, unix)
+            }
+            _ => Inbound::Drop,
         }
     }
 

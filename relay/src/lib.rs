@@ -1,13 +1,16 @@
-//! Switchboard relay: STUN/TURN over UDP on the webrtc-rs `turn` crate, with a layer of
-//! ours in front (`gate` + `conn`) owning credentials, nonces, peer policy, quotas, metrics
-//! and the data path, while the crate keeps the control plane (allocations, lifetimes).
+//! Switchboard relay: STUN/TURN over UDP, TCP and TLS. The data plane is ours
+//! (`dataplane`: shared-nothing worker threads that own their sockets and tables and relay
+//! ChannelData and Send/Data indications); the control plane is the webrtc-rs `turn` crate
+//! (allocations, lifetimes) behind our gate (credentials, nonces, peer policy, quotas).
 //!
-//! Layout: pure decisions in `policy`, `nonce`, `quota`, `auth`, `wire`, `gate`; state in
-//! `tables`; I/O in `conn` and `transport`; assembly in `server`; this file binds sockets,
-//! handles signals and runs until shutdown.
+//! Layout: pure decisions in `policy`, `nonce`, `quota`, `auth`, `wire`, `gate`,
+//! `dataplane::{table, forward}`; control state in `tables`; I/O in `dataplane::worker`,
+//! `conn` (the crate's `Conn`s) and `transport`/`stream*`/`tls`; assembly in `server`; this
+//! file binds sockets, handles signals and runs until shutdown.
 
 pub mod auth;
 pub mod conn;
+pub mod dataplane;
 pub mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -37,6 +40,7 @@ use tokio::sync::mpsc;
 
 pub use server::Relay;
 
+use crate::dataplane::{DataPlane, DataPlaneMetrics, Listener};
 use crate::listening::ListeningOn;
 use crate::metrics::Metrics;
 use crate::stream_transport::StreamListeners;
@@ -81,6 +85,12 @@ pub async fn run_with(
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let mut metrics = Metrics::new();
+    let workers = match cfg.relay.workers {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    };
+    let plane = DataPlane::start(workers).context("starting the data-plane workers")?;
+    metrics.register_collector(Box::new(DataPlaneMetrics::new(plane.workers().to_vec())));
     let on = ListeningOn::new(
         listeners.udp.iter().filter_map(|s| s.local_addr().ok()),
         listeners
@@ -93,19 +103,18 @@ pub async fn run_with(
         .iter()
         .filter_map(|t| t.local_addr().ok())
         .collect();
-    let mut transports: Vec<Arc<dyn ClientTransport>> = listeners
-        .udp
-        .into_iter()
-        .map(|s| Arc::new(s) as Arc<dyn ClientTransport>)
-        .collect();
-    transports.extend(listeners.transports);
+    let mut served: Vec<Listener> = Vec::new();
+    for s in listeners.udp {
+        served.push(Listener::Udp(s.into_std()?));
+    }
+    served.extend(listeners.transports.into_iter().map(Listener::Messages));
     if let Some(s) = &listeners.streams {
         metrics.register_collector(Box::new(s.metrics()));
-        transports.extend(s.client_transports());
+        served.extend(s.client_transports().into_iter().map(Listener::Messages));
         hooks.extend(s.reload_hook());
     }
     let metrics = Arc::new(metrics);
-    let relay = Relay::start(&cfg, transports, Arc::clone(&metrics)).await?;
+    let relay = Relay::start(&cfg, plane, served, Arc::clone(&metrics)).await?;
     let streams = listeners.streams.map(StreamListeners::spawn);
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let metrics_addr = listeners.metrics.local_addr().ok();
@@ -157,16 +166,14 @@ pub async fn run_with(
 }
 
 /// Binds every `listen_udp`, `listen_tcp` and `listen_tls` address and `metrics_listen`
-/// (and loads the TLS certificate). Each UDP address gets several
-/// SO_REUSEPORT sockets (twice the cores, 4 to 8): the kernel spreads clients over them by
-/// address hash, so bursts spread over several receive queues and tasks. Measured with
-/// `scripts/bench-udp.sh`: with 2 sockets the listener queues overflowed under the heavy
-/// load; with 4 or more they did not.
+/// (and loads the TLS certificate). Each UDP address gets one SO_REUSEPORT socket per
+/// data-plane worker (`relay.workers`, 0 = one per core): the kernel keeps each client on
+/// one socket by its address hash, so one worker sees all of a client's packets.
 pub fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
-    let per_addr = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .saturating_mul(2)
-        .clamp(4, 8);
+    let per_addr = match cfg.relay.workers {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    };
     let mut udp = Vec::new();
     for addr in &cfg.relay.listen_udp {
         let first = conn::bind_udp(*addr, true)

@@ -1,5 +1,6 @@
 //! Prometheus metrics of one relay instance (SPEC section 3). No per-username labels: the
-//! only labels are small fixed sets (direction, reason, request, scope).
+//! only labels are small fixed sets (direction, reason, request, scope, worker). The data
+//! path's counters are per worker and summed on each scrape (`dataplane::counters`).
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
@@ -22,17 +23,9 @@ pub struct Metrics {
     denied_peers: Family<Labels, Counter>,
     quota_rejections: Family<Labels, Counter>,
     pub rate_limited: Counter,
-    pub bitrate_dropped: Counter,
     refused: Family<Labels, Counter>,
     /// Requests handed to the crate and awaiting its answer.
     pub pending: Gauge,
-    /// Peer datagrams too large for the message that would carry them to the client.
-    pub oversized_dropped: Counter,
-    /// Pre-resolved hot-path counters.
-    pub bytes_to_peer: Counter,
-    pub bytes_to_client: Counter,
-    pub packets_to_peer: Counter,
-    pub packets_to_client: Counter,
 }
 
 impl Default for Metrics {
@@ -49,16 +42,12 @@ impl Metrics {
         let allocations_created = Counter::default();
         let permissions_created = Counter::default();
         let channels_bound = Counter::default();
-        let relayed_bytes = Family::<Labels, Counter>::default();
-        let relayed_packets = Family::<Labels, Counter>::default();
         let auth_failures = Family::<Labels, Counter>::default();
         let denied_peers = Family::<Labels, Counter>::default();
         let quota_rejections = Family::<Labels, Counter>::default();
         let rate_limited = Counter::default();
-        let bitrate_dropped = Counter::default();
         let refused = Family::<Labels, Counter>::default();
         let pending = Gauge::default();
-        let oversized_dropped = Counter::default();
         registry.register("allocations", "Live TURN allocations", allocations.clone());
         registry.register(
             "allocations_created",
@@ -74,16 +63,6 @@ impl Metrics {
             "channels_bound",
             "Channels bound or refreshed by ChannelBind",
             channels_bound.clone(),
-        );
-        registry.register(
-            "relayed_bytes",
-            "Application bytes relayed, by direction",
-            relayed_bytes.clone(),
-        );
-        registry.register(
-            "relayed_packets",
-            "Datagrams relayed, by direction",
-            relayed_packets.clone(),
         );
         registry.register(
             "auth_failures",
@@ -106,11 +85,6 @@ impl Metrics {
             rate_limited.clone(),
         );
         registry.register(
-            "bitrate_dropped_packets",
-            "Datagrams dropped by the per-allocation bitrate limit",
-            bitrate_dropped.clone(),
-        );
-        registry.register(
             "requests_refused",
             "Authenticated requests refused by a limit, by reason (oversized, bad_channel: 400; \
              permission_cap, pending_full: 508)",
@@ -121,20 +95,9 @@ impl Metrics {
             "Requests handed to the TURN engine and awaiting its answer",
             pending.clone(),
         );
-        registry.register(
-            "oversized_dropped_packets",
-            "Peer datagrams dropped because no Data indication or ChannelData can carry them",
-            oversized_dropped.clone(),
-        );
         for reason in ["oversized", "bad_channel", "permission_cap", "pending_full"] {
             let _ = refused.get_or_create(&[("reason", reason)]);
         }
-        let bytes_to_peer = relayed_bytes.get_or_create_owned(&[("direction", "client_to_peer")]);
-        let bytes_to_client = relayed_bytes.get_or_create_owned(&[("direction", "peer_to_client")]);
-        let packets_to_peer =
-            relayed_packets.get_or_create_owned(&[("direction", "client_to_peer")]);
-        let packets_to_client =
-            relayed_packets.get_or_create_owned(&[("direction", "peer_to_client")]);
         Self {
             registry,
             allocations,
@@ -145,14 +108,8 @@ impl Metrics {
             denied_peers,
             quota_rejections,
             rate_limited,
-            bitrate_dropped,
             refused,
             pending,
-            oversized_dropped,
-            bytes_to_peer,
-            bytes_to_client,
-            packets_to_peer,
-            packets_to_client,
         }
     }
 
@@ -207,14 +164,10 @@ mod tests {
         let m = Metrics::new();
         m.auth_failure("expired");
         m.denied_peer("create_permission");
-        m.bytes_to_peer.inc_by(10);
         let text = m.encode();
         assert!(text.contains("switchboard_relay_auth_failures_total{reason=\"expired\"} 1"));
         assert!(
             text.contains("switchboard_relay_denied_peers_total{request=\"create_permission\"} 1")
-        );
-        assert!(
-            text.contains("switchboard_relay_relayed_bytes_total{direction=\"client_to_peer\"} 10")
         );
         assert!(text.contains("switchboard_relay_allocations 0"));
     }

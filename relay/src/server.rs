@@ -1,5 +1,7 @@
-//! Assembles one relay instance: the gate, the `turn` crate's server over our listener
-//! conns and relay generator, and the reloadable credentials. Takes already-bound sockets.
+//! Assembles one relay instance: the gate (control plane), the data-plane workers serving
+//! the listeners, the `turn` crate's server over one channel-fed listener conn and relay
+//! generator per served listener, and the reloadable credentials. Takes already-bound
+//! sockets.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,10 +14,10 @@ use turn::server::config::{ConnConfig, ServerConfig};
 
 use crate::auth::{Credentials, RestAuthHandler};
 use crate::conn::{ListenerConn, RelayGenerator};
+use crate::dataplane::{DataPlane, Listener};
 use crate::gate::{Gate, GateConfig};
 use crate::metrics::Metrics;
 use crate::policy::PeerPolicy;
-use crate::transport::ClientTransport;
 
 /// How long `close` waits for the crate to tear its allocations down.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,6 +26,7 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Relay {
     server: Server,
     gate: Arc<Gate>,
+    plane: DataPlane,
 }
 
 impl std::fmt::Debug for Relay {
@@ -52,15 +55,19 @@ pub fn policy_for(cfg: &Config, bound: &[SocketAddr]) -> PeerPolicy {
 }
 
 impl Relay {
-    /// Starts serving on `transports` (already bound).
+    /// Starts serving `listeners` (already bound) on the workers of `plane`, in turn.
     pub async fn start(
         cfg: &Config,
-        transports: Vec<Arc<dyn ClientTransport>>,
+        plane: DataPlane,
+        listeners: Vec<Listener>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let bound: Vec<SocketAddr> = transports
+        let bound: Vec<SocketAddr> = listeners
             .iter()
-            .filter_map(|t| t.local_addr().ok())
+            .filter_map(|l| match l {
+                Listener::Udp(s) => s.local_addr().ok(),
+                Listener::Messages(t) => t.local_addr().ok(),
+            })
             .collect();
         let r = &cfg.relay;
         let gate_cfg = GateConfig {
@@ -84,8 +91,16 @@ impl Relay {
             metrics,
         ));
         let mut conn_configs = Vec::new();
-        for t in transports {
-            let conn = ListenerConn::new(t, Arc::clone(&gate)).context("listener address")?;
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let crate::dataplane::Served {
+                worker,
+                transport,
+                inbox,
+            } = plane
+                .serve(i, listener, &gate)
+                .context("serving a listener on a worker")?;
+            let conn = ListenerConn::new(transport, Arc::clone(&gate), Arc::clone(&worker), inbox)
+                .context("listener address")?;
             conn_configs.push(ConnConfig {
                 conn: Arc::new(conn),
                 relay_addr_generator: Box::new(RelayGenerator {
@@ -93,6 +108,7 @@ impl Relay {
                     external_ip: r.external_ip,
                     ports: r.port_range,
                     gate: Arc::clone(&gate),
+                    worker,
                 }),
             });
         }
@@ -105,7 +121,24 @@ impl Relay {
         })
         .await
         .context("starting the TURN server")?;
-        Ok(Self { server, gate })
+        Ok(Self {
+            server,
+            gate,
+            plane,
+        })
+    }
+
+    /// [`Relay::start`] with every transport served message by message on one worker
+    /// (tests of the assembled relay over in-memory or stream transports).
+    #[cfg(test)]
+    pub(crate) async fn start_on_transports(
+        cfg: &Config,
+        transports: Vec<Arc<dyn crate::transport::ClientTransport>>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let plane = DataPlane::start(1)?;
+        let listeners = transports.into_iter().map(Listener::Messages).collect();
+        Self::start(cfg, plane, listeners, metrics).await
     }
 
     /// Applies a reloaded configuration: new TURN secrets take effect for new requests;
@@ -126,7 +159,18 @@ impl Relay {
         self.gate.tables.allocations()
     }
 
-    /// Stops the crate's listeners and closes every allocation, within [`CLOSE_TIMEOUT`].
+    /// Live allocations per worker (the data plane's view).
+    #[must_use]
+    pub fn worker_allocations(&self) -> Vec<usize> {
+        self.plane
+            .workers()
+            .iter()
+            .map(|w| w.allocations())
+            .collect()
+    }
+
+    /// Stops the crate's listeners and closes every allocation, within [`CLOSE_TIMEOUT`],
+    /// then the workers.
     pub async fn close(self) {
         if tokio::time::timeout(CLOSE_TIMEOUT, self.server.close())
             .await
@@ -134,6 +178,8 @@ impl Relay {
         {
             tracing::warn!("TURN server did not close within {CLOSE_TIMEOUT:?}");
         }
+        let plane = self.plane;
+        let _ = tokio::task::spawn_blocking(move || plane.stop()).await;
     }
 }
 

@@ -21,7 +21,7 @@ use turn::proto::PROTO_UDP;
 use turn::proto::reqtrans::RequestedTransport;
 
 use super::*;
-use crate::transport::Received;
+use crate::transport::{ClientTransport, Received};
 
 /// (message, connection that closed, sender).
 type Incoming = (Vec<u8>, Option<SocketAddr>, SocketAddr);
@@ -53,6 +53,10 @@ impl ClientTransport for ChannelTransport {
     async fn send_to(&self, buf: &[u8], _client: SocketAddr) -> std::io::Result<usize> {
         let _ = self.outbound.send(buf.to_vec());
         Ok(buf.len())
+    }
+    fn try_send_to(&self, buf: &[u8], _client: SocketAddr) -> std::io::Result<()> {
+        let _ = self.outbound.send(buf.to_vec());
+        Ok(())
     }
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         Ok(self.local)
@@ -113,7 +117,7 @@ async fn a_stream_client_that_disconnects_loses_its_allocation() {
         inbound: Mutex::new(in_rx),
         outbound: out_tx,
     });
-    let relay = Relay::start(&cfg, vec![transport], Arc::new(Metrics::new()))
+    let relay = Relay::start_on_transports(&cfg, vec![transport], Arc::new(Metrics::new()))
         .await
         .expect("start");
     let client: SocketAddr = "198.51.100.5:5555".parse().expect("addr");
@@ -175,7 +179,7 @@ async fn a_udp_and_a_tcp_client_with_one_ip_port_each_get_an_allocation() {
         }));
         pipes.push((in_tx, out_rx));
     }
-    let relay = Relay::start(&cfg, transports, Arc::new(Metrics::new()))
+    let relay = Relay::start_on_transports(&cfg, transports, Arc::new(Metrics::new()))
         .await
         .expect("start");
     for (i, (in_tx, out_rx)) in pipes.iter_mut().enumerate() {

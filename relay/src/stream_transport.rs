@@ -152,6 +152,10 @@ impl ClientTransport for StreamTransport {
     }
 
     async fn send_to(&self, buf: &[u8], client: SocketAddr) -> io::Result<usize> {
+        self.try_send_to(buf, client).map(|()| buf.len())
+    }
+
+    fn try_send_to(&self, buf: &[u8], client: SocketAddr) -> io::Result<()> {
         let outbound = self
             .clients
             .read()
@@ -163,7 +167,7 @@ impl ClientTransport for StreamTransport {
         };
         match outbound.try_send(Bytes::copy_from_slice(buf)) {
             // Full: dropped like a datagram the kernel could not queue.
-            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(buf.len()),
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(io::ErrorKind::BrokenPipe.into()),
         }
     }

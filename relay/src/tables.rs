@@ -1,25 +1,29 @@
-//! The fast path's state: live allocations by client, their permissions and channels
-//! (mirrored from the requests and success responses that pass through our layer), and
-//! the relayed sockets our address generator created. Reads take short `RwLock` read
-//! guards; nothing here is held across an `.await`.
+//! The control plane's state: live allocations by client (owner, credential, permissions
+//! for the per-allocation cap, the worker that relays its data), and the relayed sockets
+//! our address generator created. Only requests and the engine's answers touch it: the
+//! data path reads its worker's own table (`dataplane::table`) and the lock-free
+//! [`RelayPorts`] set. Nothing here is held across an `.await`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
-use crate::quota::TokenBucket;
+use crate::dataplane::WorkerShared;
 use crate::transport::ClientTransport;
 
 mod permissions;
 
+pub use crate::dataplane::table::CHANNEL_LIFETIME;
 pub use permissions::{OverCapacity, PERMISSION_LIFETIME, Permissions};
-/// RFC 8656 section 12: a channel binding lasts 600 s.
-pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -51,19 +55,14 @@ impl ClientKey {
     }
 }
 
-#[derive(Debug, Default)]
-struct Channels {
-    by_number: HashMap<u16, (SocketAddr, Instant)>,
-    by_peer: HashMap<SocketAddr, u16>,
-}
-
-/// One live allocation as the fast path sees it.
+/// One live allocation as the control plane sees it.
 #[derive(Debug)]
 pub struct AllocState {
     pub client: SocketAddr,
     pub transport: Arc<dyn ClientTransport>,
-    /// The relayed socket (not the slot: the slot holds this state).
-    pub socket: Arc<UdpSocket>,
+    /// The worker whose table relays this allocation's data, and its key there.
+    pub worker: Arc<WorkerShared>,
+    pub key: ClientKey,
     pub user: String,
     /// USERNAME and long-term key of the Allocate, to release the allocation on behalf of
     /// a client whose stream closed.
@@ -72,9 +71,7 @@ pub struct AllocState {
     /// answer to it: a retransmission of that Allocate gets the same answer again (RFC 8656
     /// section 7.2), never the crate's 437. One small answer per allocation.
     pub created_by: OnceLock<([u8; 12], Vec<u8>)>,
-    permissions: RwLock<Permissions>,
-    channels: RwLock<Channels>,
-    bucket: Option<Mutex<TokenBucket>>,
+    permissions: Mutex<Permissions>,
 }
 
 impl AllocState {
@@ -82,26 +79,19 @@ impl AllocState {
     pub fn new(
         client: SocketAddr,
         transport: Arc<dyn ClientTransport>,
-        socket: Arc<UdpSocket>,
+        worker: Arc<WorkerShared>,
+        key: ClientKey,
         user: String,
-        bytes_per_second: Option<u64>,
-        now: Instant,
     ) -> Self {
-        // Burst of a quarter second of traffic, at least one full-size datagram.
-        let bucket = bytes_per_second.map(|r| {
-            let rate = r as f64;
-            Mutex::new(TokenBucket::new(rate, (rate / 4.0).max(1500.0), now))
-        });
         Self {
             client,
             transport,
-            socket,
+            worker,
+            key,
             user,
             credential: OnceLock::new(),
             created_by: OnceLock::new(),
-            permissions: RwLock::new(Permissions::default()),
-            channels: RwLock::new(Channels::default()),
-            bucket,
+            permissions: Mutex::new(Permissions::default()),
         }
     }
 
@@ -119,74 +109,41 @@ impl AllocState {
         cap: usize,
         now: Instant,
     ) -> Result<(), OverCapacity> {
-        write(&self.permissions).admit(ips, cap, now)
+        lock(&self.permissions).admit(ips, cap, now)
     }
 
-    /// Installs or refreshes a permission for `ip` (RFC 8656 section 9).
-    pub fn add_permission(&self, ip: IpAddr, now: Instant) {
-        write(&self.permissions).install(ip, now);
+    /// The engine confirmed permissions for `ips` (CreatePermission, or ChannelBind's
+    /// peer): counted here for the cap, and installed in the worker's table for the data.
+    pub fn permit(&self, ips: &[IpAddr], now: Instant) {
+        {
+            let mut p = lock(&self.permissions);
+            for ip in ips {
+                p.install(*ip, now);
+            }
+            p.purge(now);
+        }
+        if let Some(e) = self.worker.table().get_mut(&self.key) {
+            e.permit(ips, now);
+        }
     }
 
-    /// Whether a permission for `ip` is live at `now`.
-    #[must_use]
-    pub fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
-        read(&self.permissions).allows(ip, now)
-    }
-
-    /// Binds or refreshes `number` to `peer` (also refreshing its permission, RFC 8656
-    /// section 12.2).
+    /// The engine confirmed channel `number` for `peer` (RFC 8656 section 12.2: it also
+    /// installs or refreshes the peer's permission).
     pub fn bind_channel(&self, number: u16, peer: SocketAddr, now: Instant) {
         {
-            let mut ch = write(&self.channels);
-            ch.by_number.insert(number, (peer, now + CHANNEL_LIFETIME));
-            ch.by_peer.insert(peer, number);
-            let expired: Vec<u16> = ch
-                .by_number
-                .iter()
-                .filter(|(_, (_, exp))| *exp <= now)
-                .map(|(n, _)| *n)
-                .collect();
-            for n in expired {
-                if let Some((p, _)) = ch.by_number.remove(&n) {
-                    ch.by_peer.remove(&p);
-                }
-            }
+            let mut p = lock(&self.permissions);
+            p.install(peer.ip(), now);
+            p.purge(now);
         }
-        let mut perms = write(&self.permissions);
-        perms.install(peer.ip(), now);
-        perms.purge(now);
-    }
-
-    /// The peer bound to `number`, if live.
-    #[must_use]
-    pub fn channel_peer(&self, number: u16, now: Instant) -> Option<SocketAddr> {
-        read(&self.channels)
-            .by_number
-            .get(&number)
-            .filter(|(_, exp)| *exp > now)
-            .map(|(p, _)| *p)
-    }
-
-    /// The channel bound to `peer`, if live.
-    #[must_use]
-    pub fn channel_of(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
-        let ch = read(&self.channels);
-        let n = *ch.by_peer.get(&peer)?;
-        ch.by_number
-            .get(&n)
-            .filter(|(p, exp)| *p == peer && *exp > now)
-            .map(|_| n)
-    }
-
-    /// Takes `bytes` from the bitrate budget; `true` when unlimited or within budget.
-    pub fn within_bitrate(&self, bytes: usize, now: Instant) -> bool {
-        match &self.bucket {
-            None => true,
-            Some(b) => b
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .try_take(bytes as f64, now),
+        if let Some(e) = self.worker.table().get_mut(&self.key) {
+            e.bind(number, peer, now);
         }
+    }
+
+    /// Whether a permission for `ip` is live at `now` (as the control plane counts them).
+    #[must_use]
+    pub fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
+        lock(&self.permissions).allows(ip, now)
     }
 }
 
@@ -220,16 +177,55 @@ impl RelaySlot {
     }
 }
 
+/// The ports of our live relayed sockets, readable without a lock (the data path checks
+/// every Send indication's peer against them: relaying to ourselves is refused).
+#[derive(Debug)]
+pub struct RelayPorts {
+    bits: Vec<AtomicU64>,
+}
+
+impl Default for RelayPorts {
+    fn default() -> Self {
+        Self {
+            bits: (0..1024).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl RelayPorts {
+    fn slot(&self, port: u16) -> (&AtomicU64, u64) {
+        (&self.bits[usize::from(port >> 6)], 1u64 << (port & 63))
+    }
+
+    pub fn set(&self, port: u16, on: bool) {
+        let (word, bit) = self.slot(port);
+        if on {
+            word.fetch_or(bit, Ordering::AcqRel);
+        } else {
+            word.fetch_and(!bit, Ordering::AcqRel);
+        }
+    }
+
+    #[must_use]
+    pub fn contains(&self, port: u16) -> bool {
+        let (word, bit) = self.slot(port);
+        word.load(Ordering::Acquire) & bit != 0
+    }
+}
+
 /// All live allocations and relayed sockets of one relay instance.
 #[derive(Debug, Default)]
 pub struct Tables {
     by_client: RwLock<HashMap<ClientKey, Arc<AllocState>>>,
     slots: RwLock<HashMap<u16, Arc<RelaySlot>>>,
+    ports: RelayPorts,
 }
 
 impl Tables {
     pub fn add_slot(&self, slot: Arc<RelaySlot>) {
-        write(&self.slots).insert(slot.advertised.port(), slot);
+        let port = slot.advertised.port();
+        write(&self.slots).insert(port, slot);
+        self.ports.set(port, true);
     }
 
     #[must_use]
@@ -240,7 +236,7 @@ impl Tables {
     /// Whether `port` is one of our live relayed ports (for the own-address check).
     #[must_use]
     pub fn is_relay_port(&self, port: u16) -> bool {
-        read(&self.slots).contains_key(&port)
+        self.ports.contains(port)
     }
 
     pub fn insert(&self, key: ClientKey, state: Arc<AllocState>) {
@@ -262,18 +258,20 @@ impl Tables {
                 .is_some_and(|s| Arc::ptr_eq(s, slot))
             {
                 slots.remove(&slot.advertised.port());
+                self.ports.set(slot.advertised.port(), false);
             }
         }
         let state = slot.state.get()?;
-        let key = ClientKey::new(
-            state.transport.as_ref(),
-            state.transport.local_addr().ok()?,
-            state.client,
-        );
-        let mut by_client = write(&self.by_client);
-        if by_client.get(&key).is_some_and(|s| Arc::ptr_eq(s, state)) {
-            by_client.remove(&key);
+        {
+            let mut by_client = write(&self.by_client);
+            if by_client
+                .get(&state.key)
+                .is_some_and(|s| Arc::ptr_eq(s, state))
+            {
+                by_client.remove(&state.key);
+            }
         }
+        state.worker.remove(&state.key, &slot.socket);
         Some(Arc::clone(state))
     }
 

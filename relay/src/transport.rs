@@ -24,6 +24,12 @@ pub trait ClientTransport: Send + Sync + std::fmt::Debug + 'static {
     async fn recv(&self, buf: &mut [u8]) -> io::Result<Received>;
     /// Sends one whole message to `client`.
     async fn send_to(&self, buf: &[u8], client: SocketAddr) -> io::Result<usize>;
+    /// Sends one whole message to `client` without waiting: a full buffer or queue drops
+    /// it (as the kernel drops a datagram). The data plane and the engine's answers use it.
+    fn try_send_to(&self, buf: &[u8], client: SocketAddr) -> io::Result<()> {
+        let _ = (buf, client);
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// The listener's address (the server side of the 5-tuple).
     fn local_addr(&self) -> io::Result<SocketAddr>;
     /// Whether clients reach us over a connection (TCP/TLS): their address is verified by
@@ -46,6 +52,10 @@ impl ClientTransport for UdpSocket {
 
     async fn send_to(&self, buf: &[u8], client: SocketAddr) -> io::Result<usize> {
         UdpSocket::send_to(self, buf, client).await
+    }
+
+    fn try_send_to(&self, buf: &[u8], client: SocketAddr) -> io::Result<()> {
+        UdpSocket::try_send_to(self, buf, client).map(|_| ())
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -12,6 +12,7 @@ use stun::message::{
 };
 
 use super::{Gate, Outbound, Pending, PendingKey, SYNTHETIC_CLIENT, lock};
+use crate::dataplane::WorkerShared;
 use crate::tables::{AllocState, ClientKey, RelaySlot};
 use crate::transport::ClientTransport;
 use crate::wire;
@@ -46,8 +47,13 @@ impl Gate {
 
     /// Classifies one packet the crate sends to `client` on the listener `local` of
     /// `transport`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the listener (worker, transport, address), the packet, its client and two clocks"
+    )]
     pub fn handle_crate_output(
         &self,
+        worker: &Arc<WorkerShared>,
         transport: &dyn ClientTransport,
         local: SocketAddr,
         packet: &[u8],
@@ -114,16 +120,14 @@ impl Gate {
                 credential,
                 user,
             }) => {
-                if self.allocated(&m, transport, client, credential, user, now) {
+                if self.allocated(&m, worker, transport, client, credential, user, now) {
                     return Outbound::Allocated;
                 }
                 // Never tell a client it holds an allocation our layer does not follow.
                 return Outbound::Replace(wire::error_response(&m, 508, None, None));
             }
             Some(Pending::Permission { alloc, ips }) => {
-                for ip in &ips {
-                    alloc.add_permission(*ip, now);
-                }
+                alloc.permit(&ips, now);
                 self.metrics.permissions_created.inc_by(ips.len() as u64);
             }
             Some(Pending::Channel {
@@ -146,9 +150,14 @@ impl Gate {
 
     /// Mirrors a new allocation into our tables; `false` (reservation released) when it
     /// cannot be followed.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the answer, where it came through, and the pending Allocate's parts"
+    )]
     fn allocated(
         &self,
         m: &Message,
+        worker: &Arc<WorkerShared>,
         transport: Arc<dyn ClientTransport>,
         client: SocketAddr,
         credential: (String, Vec<u8>),
@@ -161,13 +170,13 @@ impl Gate {
             lock(&self.quota).release(&user);
             return false;
         };
+        let key = ClientKey::new(transport.as_ref(), local, client);
         let state = Arc::new(AllocState::new(
             client,
-            transport,
-            Arc::clone(&slot.socket),
+            Arc::clone(&transport),
+            Arc::clone(worker),
+            key,
             user,
-            self.cfg.bytes_per_second,
-            now,
         ));
         let _ = state.credential.set(credential);
         let _ = state.created_by.set((m.transaction_id.0, m.raw.clone()));
@@ -175,8 +184,16 @@ impl Gate {
             lock(&self.quota).release(&state.user);
             return false;
         }
-        tracing::debug!(%client, relayed = %slot.advertised, "Allocation created");
-        let key = ClientKey::new(state.transport.as_ref(), local, client);
+        tracing::debug!(%client, relayed = %slot.advertised, worker = worker.id, "Allocation created");
+        // The data plane's entry goes in before the success answer is sent.
+        worker.add(
+            key,
+            Arc::clone(&slot.socket),
+            transport,
+            client,
+            self.cfg.bytes_per_second,
+            now,
+        );
         self.tables.insert(key, state);
         self.metrics.allocations.inc();
         self.metrics.allocations_created.inc();
@@ -209,35 +226,5 @@ impl Gate {
             lock(&self.quota).release(&state.user);
             self.metrics.allocations.dec();
         }
-    }
-
-    /// RFC 8656 section 11.3/12.6: a datagram from `peer` on an allocation's relayed
-    /// socket goes to the client as ChannelData (bound channel) or a Data indication,
-    /// only if a permission exists. Writes the message into `out`; `false` = drop.
-    pub fn from_peer(
-        &self,
-        alloc: &AllocState,
-        payload: &[u8],
-        peer: SocketAddr,
-        now: Instant,
-        out: &mut Vec<u8>,
-    ) -> bool {
-        if !alloc.has_permission(peer.ip(), now) {
-            return false;
-        }
-        if !alloc.within_bitrate(payload.len(), now) {
-            self.metrics.bitrate_dropped.inc();
-            return false;
-        }
-        let encoded = match alloc.channel_of(peer, now) {
-            Some(n) => wire::encode_channel_data(n, payload, out),
-            None => wire::encode_data_indication(peer, payload, rand::random(), out),
-        };
-        if encoded.is_err() {
-            // Too large for the message's 16-bit length: dropped, never wrapped.
-            self.metrics.oversized_dropped.inc();
-            return false;
-        }
-        true
     }
 }

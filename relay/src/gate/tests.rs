@@ -22,6 +22,7 @@ use turn::proto::relayaddr::RelayedAddress;
 use turn::proto::reqtrans::RequestedTransport;
 
 use super::*;
+use crate::dataplane::WorkerShared;
 use crate::tables::RelaySlot;
 
 const NOW: u64 = 1_800_000_000;
@@ -47,8 +48,21 @@ impl ClientTransport for FakeTransport {
     }
 }
 
+/// The runtime the fixtures' workers spawn on (never driven: no relayed socket is read).
+static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+});
+
+fn worker() -> Arc<WorkerShared> {
+    WorkerShared::detached(0, RUNTIME.handle().clone())
+}
+
 struct Fixture {
     gate: Gate,
+    worker: Arc<WorkerShared>,
     transport: Arc<dyn ClientTransport>,
     local: SocketAddr,
     client: SocketAddr,
@@ -96,6 +110,7 @@ fn fixture_with(
     );
     Fixture {
         gate,
+        worker: worker(),
         transport: Arc::new(FakeTransport(local, stream)),
         local,
         client: "198.51.100.20:40000".parse().expect("addr"),
@@ -146,8 +161,15 @@ impl Fixture {
 
     /// What the gate does with a packet the crate sends to `client`.
     fn crate_says(&self, p: &[u8], client: SocketAddr) -> Outbound {
-        self.gate
-            .handle_crate_output(self.transport.as_ref(), self.local, p, client, self.t0, NOW)
+        self.gate.handle_crate_output(
+            &self.worker,
+            self.transport.as_ref(),
+            self.local,
+            p,
+            client,
+            self.t0,
+            NOW,
+        )
     }
 
     /// The crate's answer to the synthetic request, carrying its nonce.
@@ -285,33 +307,6 @@ fn a_crate_nonce_challenge_is_replaced_with_ours_and_its_new_nonce_adopted() {
     );
 }
 
-#[tokio::test]
-async fn the_bitrate_limit_drops_what_exceeds_the_budget() {
-    let socket = Arc::new(
-        tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("bind"),
-    );
-    let t0 = Instant::now();
-    let transport: Arc<dyn ClientTransport> = Arc::new(FakeTransport(
-        "127.0.0.1:3478".parse().expect("addr"),
-        false,
-    ));
-    let alloc = AllocState::new(
-        "198.51.100.1:1".parse().expect("addr"),
-        transport,
-        socket,
-        "u".into(),
-        Some(4000),
-        t0,
-    );
-    // Burst: a quarter second of traffic, at least one full datagram.
-    assert!(alloc.within_bitrate(1500, t0));
-    assert!(!alloc.within_bitrate(100, t0));
-    assert!(alloc.within_bitrate(300, t0 + std::time::Duration::from_millis(100)));
-    assert!(!alloc.within_bitrate(300, t0 + std::time::Duration::from_millis(100)));
-}
-
 /// A fixture whose client holds an allocation (the crate's success response replayed),
 /// and the credential it used.
 async fn allocated() -> (Fixture, switchboard_config::credentials::Credential, String) {
@@ -445,7 +440,6 @@ async fn a_udp_and_a_stream_client_with_one_ip_port_keep_separate_allocations() 
     let local: SocketAddr = "127.0.0.1:3478".parse().expect("addr");
     let client: SocketAddr = "198.51.100.7:50000".parse().expect("addr");
     let tables = Tables::default();
-    let t0 = Instant::now();
     let mut slots = Vec::new();
     for stream in [false, true] {
         let transport: Arc<dyn ClientTransport> = Arc::new(FakeTransport(local, stream));
@@ -454,13 +448,13 @@ async fn a_udp_and_a_stream_client_with_one_ip_port_keep_separate_allocations() 
             .expect("bind");
         let relayed = socket.local_addr().expect("addr");
         let slot = Arc::new(RelaySlot::new(socket, relayed));
+        let key = ClientKey::new(transport.as_ref(), local, client);
         let state = Arc::new(AllocState::new(
             client,
             Arc::clone(&transport),
-            Arc::clone(&slot.socket),
+            worker(),
+            key,
             if stream { "tcp-user" } else { "udp-user" }.into(),
-            None,
-            t0,
         ));
         slot.state.set(Arc::clone(&state)).expect("fresh slot");
         tables.add_slot(Arc::clone(&slot));

@@ -117,7 +117,7 @@ async fn an_allocation_over_tcp_dies_with_its_connection_and_frees_the_users_quo
     let stream_metrics = streams.metrics();
     let mut metrics = Metrics::new();
     metrics.register_collector(Box::new(streams.metrics()));
-    let relay = Relay::start(&cfg, streams.client_transports(), Arc::new(metrics))
+    let relay = Relay::start_on_transports(&cfg, streams.client_transports(), Arc::new(metrics))
         .await
         .expect("start");
     let tasks = streams.spawn();
@@ -179,7 +179,7 @@ async fn udp_packets_from_a_tcp_clients_address_do_not_reach_its_allocation() {
         .expect("streams");
     let mut transports: Vec<Arc<dyn ClientTransport>> = vec![Arc::new(udp)];
     transports.extend(streams.client_transports());
-    let relay = Relay::start(&cfg, transports, Arc::new(Metrics::new()))
+    let relay = Relay::start_on_transports(&cfg, transports, Arc::new(Metrics::new()))
         .await
         .expect("start");
     let tasks = streams.spawn();

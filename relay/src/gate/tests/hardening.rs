@@ -304,29 +304,3 @@ fn a_refresh_without_an_allocation_gets_437() {
     ));
     assert_eq!(reply_code(&out), Some(437), "{out:?}");
 }
-
-/// RFC 8489 section 5: a peer datagram too large for a Data indication's 16-bit length is
-/// dropped and counted, never sent with a wrapped length.
-#[tokio::test]
-async fn a_peer_datagram_too_large_for_a_data_indication_is_dropped_and_counted() {
-    let (f, _, _) = allocated().await;
-    let alloc = f
-        .gate
-        .tables
-        .get(&ClientKey::new(f.transport.as_ref(), f.local, f.client))
-        .expect("allocation");
-    let peer: SocketAddr = "[2001:4860::1]:5000".parse().expect("addr");
-    alloc.add_permission(peer.ip(), f.t0);
-    let mut out = Vec::new();
-    assert!(
-        !f.gate
-            .from_peer(&alloc, &vec![0u8; 65_527], peer, f.t0, &mut out)
-    );
-    assert!(f.gate.from_peer(&alloc, b"small", peer, f.t0, &mut out));
-    assert!(
-        f.gate
-            .metrics
-            .encode()
-            .contains("switchboard_relay_oversized_dropped_packets_total 1")
-    );
-}
