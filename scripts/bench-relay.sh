@@ -129,6 +129,10 @@ allowed_peers = ["127.0.0.0/8"]
 metrics_listen = "127.0.0.1:$our_metrics"
 # The loads allocate up to 2 x 100 relays under one bare-timestamp username (-W without -u).
 max_allocations_per_user = 1000
+# Every load connects from 127.0.0.1: uclient's TLS rows open 100 connections and retry the
+# handshakes its TLSv1.0/1.1 contexts fail (rustls speaks TLS 1.2 and 1.3 only), past the
+# default cap of 64 per source IP (coturn has no such cap).
+max_stream_connections_per_ip = 4096
 EOF
 chmod 600 "$work/switchboard.toml"
 
@@ -450,6 +454,15 @@ attempt() {
     if [ "$rc" = 3 ] && [ "$tries" -lt "$cap_retries" ]; then
       tries=$((tries + 1))
       log "    refused ($(field "$out" refused | cut -c1-60)), again"
+      continue
+    fi
+    # 437 Allocation Mismatch: the kernel gave one of this run's client sockets the port of
+    # an earlier step's allocation that the server still holds (its delete was lost under
+    # load). A new run binds new ports.
+    if [ "$rc" = 1 ] && [ "$tries" -lt "$cap_retries" ] &&
+      tail -n1 "$work/turnload.log" | grep -q 'error 437'; then
+      tries=$((tries + 1))
+      log "    437 Allocation Mismatch on a reused client port, again"
       continue
     fi
     printf '%s\n' "$out"

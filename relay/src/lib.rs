@@ -3,29 +3,22 @@
 //! ChannelData and Send/Data indications); the control plane is the webrtc-rs `turn` crate
 //! (allocations, lifetimes) behind our gate (credentials, nonces, peer policy, quotas).
 //!
-//! Layout: pure decisions in `policy`, `nonce`, `quota`, `auth`, `wire`, `gate`,
-//! `dataplane::{table, forward}`; control state in `tables`; I/O in `dataplane::worker`,
-//! `conn` (the crate's `Conn`s) and `transport`/`stream*`/`tls`; assembly in `server`; this
-//! file binds sockets, handles signals and runs until shutdown.
+//! Layout: `control` (the crate bridge: the gate's decisions on every STUN request, nonces,
+//! credentials, the control plane's allocation state, the channel-fed `Conn`s the crate
+//! reads), `dataplane` (the workers' I/O loops, and the sans-IO forwarding tables and
+//! decisions they run), `transport` (the client transports: UDP sockets, TCP/TLS streams,
+//! framing), `policy` (peer policy, quotas), `wire` (STUN helpers both planes use); the
+//! service shell is `server` (assembly), `http` and `metrics`, and this file, which binds
+//! sockets, handles signals and runs until shutdown.
 
-pub mod auth;
-pub mod conn;
+pub mod control;
 pub mod dataplane;
-pub mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod gate;
 pub mod http;
-pub mod listening;
 pub mod metrics;
-pub mod nonce;
 pub mod policy;
-pub mod quota;
 pub mod server;
-pub mod stream;
-pub mod stream_transport;
-pub mod tables;
-pub mod tls;
 pub mod transport;
 pub mod wire;
 
@@ -41,9 +34,9 @@ use tokio::sync::mpsc;
 pub use server::Relay;
 
 use crate::dataplane::{DataPlane, DataPlaneMetrics, Listener};
-use crate::listening::ListeningOn;
+use crate::transport::listening::ListeningOn;
 use crate::metrics::Metrics;
-use crate::stream_transport::StreamListeners;
+use crate::transport::stream_transport::StreamListeners;
 use crate::transport::ClientTransport;
 
 /// Sockets the relay serves on, bound before it starts (tests bind port 0).
@@ -176,12 +169,12 @@ pub fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
     };
     let mut udp = Vec::new();
     for addr in &cfg.relay.listen_udp {
-        let first = conn::bind_udp(*addr, true)
+        let first = control::conn::bind_udp(*addr, true)
             .with_context(|| format!("binding relay.listen_udp {addr}"))?;
         let actual = first.local_addr()?;
         udp.push(UdpSocket::from_std(first)?);
         for _ in 1..per_addr {
-            let more = conn::bind_udp(actual, true)
+            let more = control::conn::bind_udp(actual, true)
                 .with_context(|| format!("binding relay.listen_udp {actual} (SO_REUSEPORT)"))?;
             udp.push(UdpSocket::from_std(more)?);
         }

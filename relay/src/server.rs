@@ -12,10 +12,10 @@ use switchboard_config::Config;
 use turn::server::Server;
 use turn::server::config::{ConnConfig, ServerConfig};
 
-use crate::auth::{Credentials, RestAuthHandler};
-use crate::conn::{ListenerConn, RelayGenerator};
+use crate::control::auth::{Credentials, RestAuthHandler};
+use crate::control::conn::{ListenerConn, RelayGenerator};
 use crate::dataplane::{DataPlane, Listener};
-use crate::gate::{Gate, GateConfig};
+use crate::control::gate::{Gate, GateConfig};
 use crate::metrics::Metrics;
 use crate::policy::PeerPolicy;
 
@@ -81,7 +81,7 @@ impl Relay {
                 .map(|b| b / 8),
             unauth_requests_per_second: r.unauth_requests_per_second,
             max_permissions_per_allocation: r.max_permissions_per_allocation,
-            pending_cap: crate::gate::PENDING_CAP,
+            pending_cap: crate::control::gate::PENDING_CAP,
         };
         let creds = Arc::new(Credentials::new(cfg.turn.secrets.clone()));
         let gate = Arc::new(Gate::new(

@@ -12,7 +12,7 @@ use stun::attributes::{ATTR_DATA, ATTR_XOR_PEER_ADDRESS};
 use stun::message::{CLASS_INDICATION, MAGIC_COOKIE, METHOD_SEND, Message};
 
 use super::table::{Dropped, Entry, Table};
-use crate::tables::ClientKey;
+use crate::control::tables::ClientKey;
 use crate::wire::{self, TooLarge};
 
 /// Bytes kept free in front of a peer datagram: the largest prefix, a Data indication from

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::tables::PERMISSION_LIFETIME;
+use crate::control::tables::PERMISSION_LIFETIME;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("addr")

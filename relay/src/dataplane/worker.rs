@@ -19,8 +19,8 @@ use super::counters::bump;
 use super::forward::{self, Decision, HEADROOM, TAILROOM};
 use super::table::{Dropped, ToClient};
 use super::{EntryIo, Table, ToEngine, WorkerShared};
-use crate::gate::{Gate, Inbound};
-use crate::tables::ClientKey;
+use crate::control::gate::{Gate, Inbound};
+use crate::control::tables::ClientKey;
 use crate::transport::{ClientTransport, Received};
 
 /// The largest UDP payload, plus room to frame it in place.
@@ -62,31 +62,62 @@ fn next_tid() -> [u8; 12] {
     })
 }
 
-/// Receives one batch into `bufs` (payloads at [`HEADROOM`] of each slot) and calls
-/// `each(slot, len, from)` for every datagram, a GRO batch split by its stride (segments
-/// after the first are copied into the scratch slot). A short batch reports `WouldBlock`:
-/// the queue was empty when the kernel returned, so the next readiness event is awaited
-/// instead of paying for a `recvmmsg` that returns EAGAIN.
+/// The smallest batch asked for: with two slots a lone datagram is a short batch, so the
+/// `recvmmsg` that would only return EAGAIN is skipped.
+const MIN_BATCH: usize = 2;
+
+/// How many slots the next `recvmmsg` of a socket offers: doubled after a full batch,
+/// down to what arrived after a short one. At low rates a readiness event brings one
+/// datagram, and preparing 32 message headers for it costs more than relaying it.
+#[derive(Debug, Clone, Copy)]
+struct Want(usize);
+
+impl Default for Want {
+    fn default() -> Self {
+        Self(MIN_BATCH.min(BATCH_SIZE))
+    }
+}
+
+impl Want {
+    fn after(self, got: usize) -> Self {
+        if got >= self.0 {
+            Self((self.0 * 2).min(BATCH_SIZE))
+        } else {
+            Self(got.max(MIN_BATCH).min(BATCH_SIZE))
+        }
+    }
+}
+
+/// Receives one batch of at most `want` datagrams into the thread's buffers (payloads at
+/// [`HEADROOM`] of each slot) and calls `each(slot, len, from)` for every datagram, a GRO
+/// batch split by its stride (segments after the first are copied into the scratch slot).
+/// A short batch reports `WouldBlock`: the queue was empty when the kernel returned, so the
+/// next readiness event is awaited instead of paying for a `recvmmsg` that returns EAGAIN.
 fn recv_batch(
     state: &UdpSocketState,
     socket: &UdpSocket,
+    want: &mut Want,
     mut each: impl FnMut(&mut [u8], usize, SocketAddr),
 ) -> io::Result<()> {
     BUFS.with(|b| {
         let mut b = b.borrow_mut();
         let Bufs { mem, meta, scratch } = &mut *b;
+        let asked = want.0;
         let n = {
-            let mut slots = mem.chunks_mut(SLOT);
-            let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] = std::array::from_fn(|_| {
-                IoSliceMut::new(
-                    slots
-                        .next()
-                        .and_then(|s| s.get_mut(HEADROOM..SLOT - TAILROOM))
-                        .unwrap_or_default(),
-                )
-            });
-            state.recv(socket.into(), &mut iovs, meta)?
+            let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] =
+                std::array::from_fn(|_| IoSliceMut::new(&mut []));
+            for (iov, slot) in iovs.iter_mut().zip(mem.chunks_mut(SLOT)).take(asked) {
+                *iov = IoSliceMut::new(&mut slot[HEADROOM..SLOT - TAILROOM]);
+            }
+            match state.recv(socket.into(), &mut iovs[..asked], meta) {
+                Ok(n) => n,
+                Err(e) => {
+                    *want = Want::default();
+                    return Err(e);
+                }
+            }
         };
+        *want = want.after(n);
         for (i, m) in meta.iter().enumerate().take(n) {
             let slot = &mut mem[i * SLOT..(i + 1) * SLOT];
             let len = m.len.min(SLOT - HEADROOM - TAILROOM);
@@ -111,7 +142,7 @@ fn recv_batch(
                 at += seg;
             }
         }
-        if n < BATCH_SIZE {
+        if n < asked {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         Ok(())
@@ -221,10 +252,11 @@ pub async fn udp_listener(
         }
     };
     let transport: Arc<dyn ClientTransport> = Arc::clone(&socket) as Arc<dyn ClientTransport>;
+    let mut want = Want::default();
     let result = drive(&socket, || {
         let now = Instant::now();
         let mut table = None;
-        recv_batch(&state, &socket, |slot, len, from| {
+        recv_batch(&state, &socket, &mut want, |slot, len, from| {
             let packet = &slot[HEADROOM..HEADROOM + len];
             let key = ClientKey {
                 stream: false,
@@ -318,8 +350,93 @@ pub async fn message_listener(
     }
 }
 
+/// Framed datagrams for one client waiting to leave in one segmented send (UDP GSO): equal
+/// sizes back to back, the last one possibly shorter, as the kernel's UDP_SEGMENT wants.
+struct Segments {
+    buf: Vec<u8>,
+    /// The size of every segment but possibly the last.
+    size: usize,
+    count: usize,
+    /// The last segment was shorter than `size`: nothing more may follow it.
+    closed: bool,
+    /// Application bytes carried.
+    payload: u64,
+}
+
+/// At most this many bytes in one segmented send (the IP datagram limit, with room for
+/// headers).
+const GSO_BYTES: usize = 65_000;
+
+thread_local! {
+    static SEGMENTS: RefCell<Segments> = RefCell::new(Segments {
+        buf: Vec::with_capacity(GSO_BYTES),
+        size: 0,
+        count: 0,
+        closed: false,
+        payload: 0,
+    });
+}
+
+impl Segments {
+    /// Whether `len` more bytes may join the segments queued.
+    fn fits(&self, len: usize, max_segments: usize) -> bool {
+        self.count == 0
+            || (!self.closed
+                && len <= self.size
+                && self.count < max_segments
+                && self.buf.len() + len <= GSO_BYTES)
+    }
+
+    fn push(&mut self, datagram: &[u8], payload: usize) {
+        if self.count == 0 {
+            self.size = datagram.len();
+        } else if datagram.len() < self.size {
+            self.closed = true;
+        }
+        self.buf.extend_from_slice(datagram);
+        self.count += 1;
+        self.payload += payload as u64;
+    }
+
+    /// Sends what is queued to `client` on `socket` in one `sendmsg`, and counts it.
+    fn flush(
+        &mut self,
+        state: &UdpSocketState,
+        socket: &UdpSocket,
+        client: SocketAddr,
+        c: &super::Counters,
+    ) {
+        if self.count == 0 {
+            return;
+        }
+        let transmit = quinn_udp::Transmit {
+            destination: client,
+            ecn: None,
+            contents: &self.buf,
+            segment_size: (self.count > 1).then_some(self.size),
+            src_ip: None,
+        };
+        let count = self.count as u64;
+        match socket.try_io(Interest::WRITABLE, || {
+            state.try_send(socket.into(), &transmit)
+        }) {
+            Ok(()) => {
+                bump(&c.bytes_to_client, self.payload);
+                bump(&c.packets_to_client, count);
+            }
+            Err(_) => bump(&c.send_failed, count),
+        }
+        self.buf.clear();
+        self.count = 0;
+        self.closed = false;
+        self.payload = 0;
+    }
+}
+
 /// Reads one allocation's relayed socket: each peer datagram with a permission goes to the
-/// client as ChannelData or a Data indication, framed in place.
+/// client as ChannelData or a Data indication, framed in place. Over a UDP leg the
+/// datagrams of one batch leave together in segmented sends where the kernel offers GSO
+/// (one `sendmsg` for up to 64 of them); otherwise one by one.
 pub async fn peer_reader(worker: Arc<WorkerShared>, key: ClientKey, relayed: Arc<UdpSocket>) {
     let state = match UdpSocketState::new((&*relayed).into()) {
         Ok(s) => s,
@@ -328,10 +445,23 @@ pub async fn peer_reader(worker: Arc<WorkerShared>, key: ClientKey, relayed: Arc
             return;
         }
     };
+    let mut want = Want::default();
     let result = drive(&relayed, || {
         let now = Instant::now();
         let mut table = None;
-        recv_batch(&state, &relayed, |slot, len, peer| {
+        // The client's UDP socket while segments are queued for it.
+        let mut leg: Option<(Arc<dyn ClientTransport>, SocketAddr)> = None;
+        let send_state = worker.send_state.get();
+        let max_segments = send_state.map_or(1, UdpSocketState::max_gso_segments);
+        let c = &worker.counters;
+        let flush = |leg: &Option<(Arc<dyn ClientTransport>, SocketAddr)>| {
+            if let (Some((t, client)), Some(state)) = (leg, send_state)
+                && let Some(socket) = t.udp_socket()
+            {
+                SEGMENTS.with(|g| g.borrow_mut().flush(state, socket, *client, c));
+            }
+        };
+        let r = recv_batch(&state, &relayed, &mut want, |slot, len, peer| {
             let t = table.get_or_insert_with(|| worker.table());
             let Some(entry) = t.get_mut(&key) else {
                 return;
@@ -342,27 +472,64 @@ pub async fn peer_reader(worker: Arc<WorkerShared>, key: ClientKey, relayed: Arc
                     forward::frame_data_indication(slot, len, peer, next_tid())
                 }
                 Err(Dropped::Bitrate) => {
-                    bump(&worker.counters.bitrate_dropped, 1);
+                    bump(&c.bitrate_dropped, 1);
                     return;
                 }
                 Err(_) => return,
             };
             let Ok(range) = framed else {
-                bump(&worker.counters.oversized_dropped, 1);
+                bump(&c.oversized_dropped, 1);
                 return;
             };
-            let c = &worker.counters;
-            match entry.io.leg.try_send_to(&slot[range], entry.io.client) {
+            let datagram = &slot[range];
+            if max_segments > 1 && entry.io.leg.udp_socket().is_some() {
+                SEGMENTS.with(|g| {
+                    let fits = g.borrow().fits(datagram.len(), max_segments);
+                    if !fits {
+                        flush(&leg);
+                    }
+                    if leg.is_none() {
+                        leg = Some((Arc::clone(&entry.io.leg), entry.io.client));
+                    }
+                    g.borrow_mut().push(datagram, len);
+                });
+                return;
+            }
+            match entry.io.leg.try_send_to(datagram, entry.io.client) {
                 Ok(()) => {
                     bump(&c.bytes_to_client, len as u64);
                     bump(&c.packets_to_client, 1);
                 }
                 Err(_) => bump(&c.send_failed, 1),
             }
-        })
+        });
+        drop(table);
+        flush(&leg);
+        r
     })
     .await;
     if let Err(e) = result {
         tracing::debug!("Relayed socket reader stopped: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BATCH_SIZE, MIN_BATCH, Want};
+
+    #[test]
+    fn the_batch_grows_after_full_batches_and_shrinks_to_what_arrived() {
+        let mut w = Want::default();
+        assert_eq!(w.0, MIN_BATCH);
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            w = w.after(w.0);
+            seen.push(w.0);
+        }
+        assert_eq!(seen[..4], [4, 8, 16, 32].map(|n| n.min(BATCH_SIZE)));
+        assert!(seen.iter().all(|&n| n <= BATCH_SIZE), "{seen:?}");
+        assert_eq!(w.after(5).0, 5, "a short batch: what arrived");
+        assert_eq!(w.after(1).0, MIN_BATCH, "never below two slots");
+        assert_eq!(w.after(0).0, MIN_BATCH);
     }
 }

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::tables::ClientKey;
+use crate::control::tables::ClientKey;
 
 /// How long a request may wait for the crate's answer. The crate answers in the same task
 /// that read the request, so a live entry normally lasts microseconds; this bounds the

@@ -4,8 +4,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::framing::{FrameKind, MAGIC_COOKIE};
-use crate::tls::tests::{TestPki, files_in};
+use crate::transport::framing::{FrameKind, MAGIC_COOKIE};
+use crate::transport::tls::tests::{TestPki, files_in};
 
 /// Bound on any single wait, so a broken server fails the test instead of hanging it.
 const WAIT: Duration = Duration::from_secs(10);

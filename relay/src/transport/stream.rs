@@ -1,6 +1,6 @@
 //! TURN clients over TCP and TLS: accept loop with a connection cap, optional TLS
 //! handshake under a timeout, and a per-connection driver that frames the byte stream
-//! ([`crate::framing`]) and hands whole messages to the relay core as [`StreamEvent`]s.
+//! ([`crate::transport::framing`]) and hands whole messages to the relay core as [`StreamEvent`]s.
 //!
 //! The core sees each connection as its own client transport:
 //! - [`StreamEvent::Opened`] carries the client's addresses and an `outbound` sender;
@@ -33,8 +33,8 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::TlsAcceptor;
 
-use crate::framing::{Frame, Framer, FramingError, MAX_MESSAGE_LEN, encode_for_stream};
-use crate::tls::TlsReloader;
+use crate::transport::framing::{Frame, Framer, FramingError, MAX_MESSAGE_LEN, encode_for_stream};
+use crate::transport::tls::TlsReloader;
 
 pub mod sources;
 

@@ -17,12 +17,12 @@ use stun::message::{
 
 use super::pending::{Full, PendingTable};
 use super::{CRATE_READ_LIMIT, Gate, Inbound, Pending, PendingKey, lock};
-use crate::auth::{split_username, verify_message};
-use crate::framing::{MAX_CHANNEL, MIN_CHANNEL};
-use crate::nonce::NonceCheck;
+use crate::control::auth::{split_username, verify_message};
+use crate::transport::framing::{MAX_CHANNEL, MIN_CHANNEL};
+use crate::control::nonce::NonceCheck;
 use crate::policy::canonical;
-use crate::quota::QuotaError;
-use crate::tables::{AllocState, ClientKey};
+use crate::policy::quota::QuotaError;
+use crate::control::tables::{AllocState, ClientKey};
 use crate::transport::ClientTransport;
 use crate::wire;
 

@@ -18,8 +18,8 @@ use turn::relay::RelayAddressGenerator;
 use webrtc_util::Conn;
 
 use crate::dataplane::{ToEngine, WorkerShared};
-use crate::gate::{Gate, Outbound, SYNTHETIC_CLIENT};
-use crate::tables::RelaySlot;
+use crate::control::gate::{Gate, Outbound, SYNTHETIC_CLIENT};
+use crate::control::tables::RelaySlot;
 use crate::transport::ClientTransport;
 
 /// Socket buffer we ask the kernel for (capped by net.core.[rw]mem_max).

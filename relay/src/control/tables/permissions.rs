@@ -20,9 +20,12 @@ pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
 #[error("the allocation holds its maximum number of permissions")]
 pub struct OverCapacity;
 
+/// Keyed by foldhash (seeded per process) rather than SipHash: the data plane asks on every
+/// peer datagram, and the table holds at most the allocation's cap of peers (64 by default),
+/// so flooding one bucket gains an attacker nothing.
 #[derive(Debug, Default)]
 pub struct Permissions {
-    by_ip: HashMap<IpAddr, Instant>,
+    by_ip: HashMap<IpAddr, Instant, foldhash::fast::RandomState>,
 }
 
 impl Permissions {

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::stream::Transport;
+use crate::transport::stream::Transport;
 
 /// The client-facing addresses, by transport, each once and in configuration order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::stream::{CloseReason, StreamServer, Transport};
+use crate::transport::stream::{CloseReason, StreamServer, Transport};
 
 type ByTransport = [(&'static str, &'static str); 1];
 type ByReason = [(&'static str, &'static str); 2];

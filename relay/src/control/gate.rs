@@ -27,12 +27,12 @@ use stun::message::{
     METHOD_REFRESH, Message,
 };
 
-use crate::auth::Credentials;
+use crate::control::auth::Credentials;
 use crate::metrics::Metrics;
-use crate::nonce::NonceIssuer;
+use crate::control::nonce::NonceIssuer;
 use crate::policy::PeerPolicy;
-use crate::quota::{AllocationQuota, SourceLimiter};
-use crate::tables::{AllocState, ClientKey, Tables};
+use crate::policy::quota::{AllocationQuota, SourceLimiter};
+use crate::control::tables::{AllocState, ClientKey, Tables};
 use crate::transport::ClientTransport;
 use crate::wire;
 

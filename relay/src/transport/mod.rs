@@ -1,6 +1,17 @@
 //! The client transport our layer runs on: datagrams in and out, keyed by client address.
 //! UDP sockets implement it directly; a TCP/TLS multiplexer (issue 3) can present each
 //! stream as its own client address and keep its framing on its side of this seam.
+//!
+//! `stream_transport` accepts TCP and TLS connections (`tls`) and presents them through
+//! `stream` as one [`ClientTransport`]; `framing` cuts a byte stream into STUN and
+//! ChannelData messages (RFC 8656 section 12.5); `listening` is the set of addresses the
+//! relay listens on (which the peer policy refuses).
+
+pub mod framing;
+pub mod listening;
+pub mod stream;
+pub mod stream_transport;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -41,6 +52,11 @@ pub trait ClientTransport: Send + Sync + std::fmt::Debug + 'static {
     /// `client` now holds an allocation. A stream transport uses it to close connections
     /// that make none within the idle timeout (SPEC section 3.1); datagram ones ignore it.
     fn allocation_made(&self, _client: SocketAddr) {}
+    /// The UDP socket underneath, when there is one: the data plane sends several datagrams
+    /// for one client through it in one segmented (GSO) send.
+    fn udp_socket(&self) -> Option<&UdpSocket> {
+        None
+    }
 }
 
 #[async_trait]
@@ -60,5 +76,9 @@ impl ClientTransport for UdpSocket {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         UdpSocket::local_addr(self)
+    }
+
+    fn udp_socket(&self) -> Option<&UdpSocket> {
+        Some(self)
     }
 }

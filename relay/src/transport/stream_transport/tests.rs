@@ -21,7 +21,7 @@ use turn::proto::reqtrans::RequestedTransport;
 
 use super::*;
 use crate::Relay;
-use crate::framing::Framer;
+use crate::transport::framing::Framer;
 use crate::metrics::Metrics;
 
 fn allocate(auth: Option<(&Credential, &str, &str)>) -> Vec<u8> {
@@ -53,7 +53,7 @@ fn allocate(auth: Option<(&Credential, &str, &str)>) -> Vec<u8> {
 /// Sends one request on the stream and reads the one response.
 async fn transact(tcp: &mut TcpStream, req: &[u8]) -> Message {
     let mut out = BytesMut::new();
-    crate::framing::encode_for_stream(req, &mut out);
+    crate::transport::framing::encode_for_stream(req, &mut out);
     tcp.write_all(&out).await.expect("write");
     let mut framer = Framer::new();
     let mut buf = [0u8; 2048];
@@ -219,7 +219,7 @@ async fn udp_packets_from_a_tcp_clients_address_do_not_reach_its_allocation() {
         .expect("Binding answered in time")
         .expect("recv");
     let mut own = BytesMut::new();
-    crate::framing::encode_for_stream(&[0x40, 0x01, 0x00, 0x04, b'T', b'C', b'P', b'!'], &mut own);
+    crate::transport::framing::encode_for_stream(&[0x40, 0x01, 0x00, 0x04, b'T', b'C', b'P', b'!'], &mut own);
     tcp.write_all(&own).await.expect("write");
     let mut buf = [0u8; 64];
     let (n, _) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
@@ -235,11 +235,11 @@ fn relay_alloc(
     relay: &Relay,
     local: SocketAddr,
     client: SocketAddr,
-) -> Arc<crate::tables::AllocState> {
+) -> Arc<crate::control::tables::AllocState> {
     relay
         .gate()
         .tables
-        .get(&crate::tables::ClientKey {
+        .get(&crate::control::tables::ClientKey {
             stream: true,
             local,
             client,

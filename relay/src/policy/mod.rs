@@ -2,7 +2,10 @@
 //! relay never becomes an SSRF proxy into the host's private or loopback networks.
 //!
 //! Pure: no sockets, no clock. The relay's own *relayed* sockets are dynamic state and are
-//! checked separately by the caller (see `tables`).
+//! checked separately by the caller (see `crate::control::tables`). Quotas (allocations in
+//! total and per user) are in `quota`.
+
+pub mod quota;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -235,5 +238,4 @@ pub fn embedded_ipv4(ip: IpAddr) -> impl Iterator<Item = Ipv4Addr> {
 }
 
 #[cfg(test)]
-#[path = "policy_tests.rs"]
 mod tests;

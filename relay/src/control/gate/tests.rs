@@ -23,7 +23,7 @@ use turn::proto::reqtrans::RequestedTransport;
 
 use super::*;
 use crate::dataplane::WorkerShared;
-use crate::tables::RelaySlot;
+use crate::control::tables::RelaySlot;
 
 const NOW: u64 = 1_800_000_000;
 const SECRET: &str = "unit-secret";

@@ -13,7 +13,7 @@ use stun::message::{
 
 use super::{Gate, Outbound, Pending, PendingKey, SYNTHETIC_CLIENT, lock};
 use crate::dataplane::WorkerShared;
-use crate::tables::{AllocState, ClientKey, RelaySlot};
+use crate::control::tables::{AllocState, ClientKey, RelaySlot};
 use crate::transport::ClientTransport;
 use crate::wire;
 

@@ -25,8 +25,8 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::ReloadHook;
-use crate::stream::{ClientId, StreamConfig, StreamEvent, StreamServer, Transport};
-use crate::tls::TlsReloader;
+use crate::transport::stream::{ClientId, StreamConfig, StreamEvent, StreamServer, Transport};
+use crate::transport::tls::TlsReloader;
 use crate::transport::{ClientTransport, Received};
 
 mod metrics;
