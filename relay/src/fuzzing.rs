@@ -36,17 +36,17 @@ use switchboard_config::credentials::mint;
 use tokio::net::UdpSocket;
 
 use crate::control::auth::{Credentials, long_term_key};
+use crate::control::gate::{Gate, GateConfig, Inbound, Outbound, SYNTHETIC_CLIENT};
+use crate::control::nonce::NonceIssuer;
+use crate::control::tables::{AllocState, RelaySlot};
 use crate::dataplane::WorkerShared;
 use crate::dataplane::forward::{self, Decision};
+use crate::metrics::Metrics;
+use crate::policy::PeerPolicy;
 use crate::transport::framing::{
     CHANNEL_DATA_HEADER_LEN, FrameKind, Framer, FramingError, MAGIC_COOKIE, MAX_CHANNEL,
     MAX_MESSAGE_LEN, MIN_CHANNEL, STUN_HEADER_LEN, encode_for_stream, padded_len,
 };
-use crate::control::gate::{Gate, GateConfig, Inbound, Outbound, SYNTHETIC_CLIENT};
-use crate::metrics::Metrics;
-use crate::control::nonce::NonceIssuer;
-use crate::policy::PeerPolicy;
-use crate::control::tables::{AllocState, RelaySlot};
 use crate::transport::{ClientTransport, Received};
 use crate::wire;
 
@@ -529,7 +529,8 @@ impl World {
             w.crate_says(&s.permission_ok);
             w.expect_to_crate(&s.bind);
             w.crate_says(&s.bind_ok);
-            let key = crate::control::tables::ClientKey::new(w.transport.as_ref(), LISTENER, CLIENT);
+            let key =
+                crate::control::tables::ClientKey::new(w.transport.as_ref(), LISTENER, CLIENT);
             let channel = w
                 .worker
                 .table()
@@ -635,7 +636,11 @@ impl World {
                     own.has_permission(peer.ip(), self.t0),
                     "only to a permitted peer"
                 );
-                let key = crate::control::tables::ClientKey::new(self.transport.as_ref(), LISTENER, CLIENT);
+                let key = crate::control::tables::ClientKey::new(
+                    self.transport.as_ref(),
+                    LISTENER,
+                    CLIENT,
+                );
                 assert!(
                     self.worker
                         .table()
@@ -795,7 +800,8 @@ pub fn client_packet(packet: &[u8]) {
         World::check_outbound(&answer, &out);
         // Whatever the crate answered, no permission or channel to a denied peer exists.
         let alloc = w.alloc.clone().or_else(|| {
-            let key = crate::control::tables::ClientKey::new(w.transport.as_ref(), LISTENER, CLIENT);
+            let key =
+                crate::control::tables::ClientKey::new(w.transport.as_ref(), LISTENER, CLIENT);
             w.gate.tables.get(&key)
         });
         let (Some(alloc), Some(m)) = (alloc, wire::parse(&signed)) else {

@@ -34,10 +34,10 @@ use tokio::sync::mpsc;
 pub use server::Relay;
 
 use crate::dataplane::{DataPlane, DataPlaneMetrics, Listener};
-use crate::transport::listening::ListeningOn;
 use crate::metrics::Metrics;
-use crate::transport::stream_transport::StreamListeners;
 use crate::transport::ClientTransport;
+use crate::transport::listening::ListeningOn;
+use crate::transport::stream_transport::StreamListeners;
 
 /// Sockets the relay serves on, bound before it starts (tests bind port 0).
 #[derive(Debug)]

@@ -14,8 +14,8 @@ use turn::server::config::{ConnConfig, ServerConfig};
 
 use crate::control::auth::{Credentials, RestAuthHandler};
 use crate::control::conn::{ListenerConn, RelayGenerator};
-use crate::dataplane::{DataPlane, Listener};
 use crate::control::gate::{Gate, GateConfig};
+use crate::dataplane::{DataPlane, Listener};
 use crate::metrics::Metrics;
 use crate::policy::PeerPolicy;
 

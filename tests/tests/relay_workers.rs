@@ -7,6 +7,7 @@
 mod relay_support;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use relay_support::{
     RawClient, credential, relay_addr, relay_config, round_trip, sample, scrape, udp_peer,
@@ -19,6 +20,8 @@ const CHURN_ROUNDS: usize = 12;
 /// Fresh client sockets tried to find [`CHURN_CLIENTS`] on the other worker (each lands
 /// there with probability 1/2; 64 tries fail to find 6 with probability below 1e-12).
 const MAX_TRIES: usize = 64;
+/// Datagrams the peer sends back to back (within the client socket's default buffer).
+const PEER_BURST: usize = 64;
 
 fn worker_allocations(ports: &Ports) -> [f64; 2] {
     let text = scrape(ports);
@@ -106,10 +109,12 @@ fn a_workers_allocation_keeps_relaying_while_another_workers_clients_churn() {
             seq += 1;
         }
         let split = worker_allocations(&ports);
-        assert_eq!(split[home], 1.0, "round {round}: only the steady allocation");
         assert_eq!(
-            split[other],
-            CHURN_CLIENTS as f64,
+            split[home], 1.0,
+            "round {round}: only the steady allocation"
+        );
+        assert_eq!(
+            split[other], CHURN_CLIENTS as f64,
             "round {round}: every churner on worker {other}"
         );
         for c in &mut churners {
@@ -147,12 +152,36 @@ fn a_workers_allocation_keeps_relaying_while_another_workers_clients_churn() {
             "datagram {i} in order"
         );
     }
+    // And back: a burst from the peer leaves the relay in segmented (GSO) sends of equal
+    // sizes, a shorter datagram in the middle; the client gets each datagram whole, in order.
+    let sizes: Vec<usize> = (0..PEER_BURST)
+        .map(|i| if i == PEER_BURST / 2 { 8 } else { 32 })
+        .collect();
+    for (i, &size) in sizes.iter().enumerate() {
+        let mut d = vec![0u8; size];
+        d[..4].copy_from_slice(&(i as u32).to_be_bytes());
+        steady_peer.send_to(&d, steady_relayed).expect("peer send");
+    }
+    for (i, &size) in sizes.iter().enumerate() {
+        let got = steady
+            .recv_data(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("peer datagram {i} reaches the client"));
+        assert_eq!(got.len(), size, "datagram {i} whole");
+        assert_eq!(got[..4], (i as u32).to_be_bytes(), "datagram {i} in order");
+    }
     let metrics = scrape(&ports);
     assert!(
         sample(
             &metrics,
             "switchboard_relay_relayed_packets_total{direction=\"client_to_peer\"}"
         ) >= f64::from(BURST),
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            "switchboard_relay_relayed_packets_total{direction=\"peer_to_client\"}"
+        ) >= PEER_BURST as f64,
         "{metrics}"
     );
     drop(relay);

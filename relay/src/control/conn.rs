@@ -17,9 +17,9 @@ use tokio::sync::{Mutex, mpsc};
 use turn::relay::RelayAddressGenerator;
 use webrtc_util::Conn;
 
-use crate::dataplane::{ToEngine, WorkerShared};
 use crate::control::gate::{Gate, Outbound, SYNTHETIC_CLIENT};
 use crate::control::tables::RelaySlot;
+use crate::dataplane::{ToEngine, WorkerShared};
 use crate::transport::ClientTransport;
 
 /// Socket buffer we ask the kernel for (capped by net.core.[rw]mem_max).

@@ -28,11 +28,11 @@ use stun::message::{
 };
 
 use crate::control::auth::Credentials;
-use crate::metrics::Metrics;
 use crate::control::nonce::NonceIssuer;
+use crate::control::tables::{AllocState, ClientKey, Tables};
+use crate::metrics::Metrics;
 use crate::policy::PeerPolicy;
 use crate::policy::quota::{AllocationQuota, SourceLimiter};
-use crate::control::tables::{AllocState, ClientKey, Tables};
 use crate::transport::ClientTransport;
 use crate::wire;
 

@@ -9,8 +9,9 @@
 //! bytes, and framed for the client without a copy.
 //!
 //! The UDP 4-tuple hash of SO_REUSEPORT keeps a client on one listener socket, so the worker
-//! that received its Allocate sees all its packets. A TCP/TLS listener's connections are
-//! served by one worker (round-robin over workers).
+//! that received its Allocate sees all its packets. TCP/TLS allocations live on the stream
+//! worker: the same table, forwarding and counters, driven on the control runtime, where
+//! the connections' tasks run (so a stream message is relayed without crossing threads).
 
 pub mod counters;
 pub mod forward;
@@ -176,15 +177,26 @@ pub struct Served {
 /// The running workers.
 #[derive(Debug)]
 pub struct DataPlane {
+    /// The UDP workers, then the stream worker (see [`DataPlane::start`]).
     workers: Vec<Arc<WorkerShared>>,
+    udp_workers: usize,
     stops: Vec<oneshot::Sender<()>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl DataPlane {
-    /// Starts `n` workers (at least one), each on a thread of its own.
+    /// Starts `n` UDP workers (at least one), each on a thread of its own, and the stream
+    /// worker: the table, counters and relayed-socket readers of the allocations made over
+    /// TCP and TLS, driven on the calling (multi-thread) runtime, where the connections'
+    /// tasks run too. A stream message then never crosses threads to be relayed, and TLS
+    /// work spreads over every core instead of one worker's.
+    ///
+    /// # Errors
+    /// When a thread or runtime cannot be started, or when called outside a tokio runtime.
     pub fn start(n: usize) -> io::Result<Self> {
+        let control = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
         let mut plane = Self {
+            udp_workers: n.max(1),
             workers: Vec::new(),
             stops: Vec::new(),
             threads: Vec::new(),
@@ -211,6 +223,9 @@ impl DataPlane {
             plane.stops.push(stop);
             plane.threads.push(thread);
         }
+        plane
+            .workers
+            .push(WorkerShared::detached(plane.udp_workers, control));
         Ok(plane)
     }
 
@@ -219,9 +234,14 @@ impl DataPlane {
         &self.workers
     }
 
-    /// Serves `listener` on worker `index` (modulo the count).
+    /// Serves `listener`: a UDP socket on UDP worker `index` (modulo their count), a
+    /// message transport (TCP/TLS connections) on the stream worker.
     pub fn serve(&self, index: usize, listener: Listener, gate: &Arc<Gate>) -> io::Result<Served> {
-        let worker = Arc::clone(&self.workers[index % self.workers.len()]);
+        let at = match listener {
+            Listener::Udp(_) => index % self.udp_workers,
+            Listener::Messages(_) => self.udp_workers,
+        };
+        let worker = Arc::clone(&self.workers[at]);
         let (tx, rx) = mpsc::channel(ENGINE_QUEUE);
         let transport: Arc<dyn ClientTransport> = match listener {
             Listener::Udp(socket) => {

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::policy::quota::TokenBucket;
 use crate::control::tables::{ClientKey, Permissions};
+use crate::policy::quota::TokenBucket;
 
 /// RFC 8656 section 12: a channel binding lasts 600 s.
 pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);

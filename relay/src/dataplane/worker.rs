@@ -64,7 +64,7 @@ fn next_tid() -> [u8; 12] {
 
 /// The smallest batch asked for: with two slots a lone datagram is a short batch, so the
 /// `recvmmsg` that would only return EAGAIN is skipped.
-const MIN_BATCH: usize = 2;
+const MIN_BATCH: usize = if BATCH_SIZE >= 2 { 2 } else { BATCH_SIZE };
 
 /// How many slots the next `recvmmsg` of a socket offers: doubled after a full batch,
 /// down to what arrived after a short one. At low rates a readiness event brings one
@@ -74,7 +74,7 @@ struct Want(usize);
 
 impl Default for Want {
     fn default() -> Self {
-        Self(MIN_BATCH.min(BATCH_SIZE))
+        Self(MIN_BATCH)
     }
 }
 
@@ -83,7 +83,7 @@ impl Want {
         if got >= self.0 {
             Self((self.0 * 2).min(BATCH_SIZE))
         } else {
-            Self(got.max(MIN_BATCH).min(BATCH_SIZE))
+            Self(got.clamp(MIN_BATCH, BATCH_SIZE))
         }
     }
 }
@@ -515,7 +515,50 @@ pub async fn peer_reader(worker: Arc<WorkerShared>, key: ClientKey, relayed: Arc
 
 #[cfg(test)]
 mod tests {
-    use super::{BATCH_SIZE, MIN_BATCH, Want};
+    use super::{BATCH_SIZE, GSO_BYTES, MIN_BATCH, Segments, Want};
+
+    fn segments() -> Segments {
+        Segments {
+            buf: Vec::new(),
+            size: 0,
+            count: 0,
+            closed: false,
+            payload: 0,
+        }
+    }
+
+    /// UDP_SEGMENT's rule: equal sizes, the last one possibly shorter, within the segment
+    /// count and the datagram size.
+    #[test]
+    fn segments_take_equal_sizes_then_at_most_one_shorter_one() {
+        let mut g = segments();
+        assert!(g.fits(100, 64), "anything starts a send");
+        g.push(&[1; 100], 96);
+        assert!(g.fits(100, 64));
+        g.push(&[2; 100], 96);
+        assert!(!g.fits(101, 64), "a larger one needs its own send");
+        assert!(g.fits(40, 64), "a shorter one may end the send");
+        g.push(&[3; 40], 36);
+        assert!(!g.fits(40, 64), "nothing may follow the shorter one");
+        assert!(!g.fits(100, 64));
+        assert_eq!((g.count, g.size, g.payload), (3, 100, 228));
+        assert_eq!(g.buf.len(), 240);
+        assert_eq!(&g.buf[..100], &[1; 100][..]);
+        assert_eq!(&g.buf[200..], &[3; 40][..]);
+    }
+
+    #[test]
+    fn segments_stop_at_the_segment_count_and_the_datagram_size() {
+        let mut g = segments();
+        for _ in 0..4 {
+            g.push(&[0; 10], 6);
+        }
+        assert!(!g.fits(10, 4), "four segments is the kernel's limit here");
+        assert!(g.fits(10, 5));
+        let mut big = segments();
+        big.push(&vec![0; 40_000], 39_996);
+        assert!(!big.fits(40_000, 64), "over {GSO_BYTES} bytes in one send");
+    }
 
     #[test]
     fn the_batch_grows_after_full_batches_and_shrinks_to_what_arrived() {

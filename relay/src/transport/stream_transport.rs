@@ -11,6 +11,10 @@
 //! on the connection's bounded outbound queue and drops it when full, as UDP would.
 
 use std::collections::HashMap;
+
+/// Maps keyed by connection: foldhash (seeded per process); the keys are ours (connection
+/// ids) or bounded by the connection caps, and both maps are consulted per message.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,7 +73,7 @@ pub struct StreamTransport {
     local: SocketAddr,
     kind: Transport,
     inbox: Mutex<mpsc::Receiver<Routed>>,
-    clients: RwLock<HashMap<SocketAddr, Connection>>,
+    clients: RwLock<Map<SocketAddr, Connection>>,
 }
 
 impl StreamTransport {
@@ -79,7 +83,7 @@ impl StreamTransport {
             local,
             kind,
             inbox: Mutex::new(rx),
-            clients: RwLock::new(HashMap::new()),
+            clients: RwLock::new(Map::default()),
         });
         (t, tx)
     }
@@ -198,7 +202,7 @@ async fn route(
     transports: Vec<(Arc<StreamTransport>, mpsc::Sender<Routed>)>,
     metrics: Arc<StreamMetrics>,
 ) {
-    let mut open: HashMap<ClientId, (usize, SocketAddr)> = HashMap::new();
+    let mut open: Map<ClientId, (usize, SocketAddr)> = Map::default();
     while let Some(event) = events.recv().await {
         let (index, routed) = match event {
             StreamEvent::Opened(c) => {

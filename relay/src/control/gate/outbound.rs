@@ -12,8 +12,8 @@ use stun::message::{
 };
 
 use super::{Gate, Outbound, Pending, PendingKey, SYNTHETIC_CLIENT, lock};
-use crate::dataplane::WorkerShared;
 use crate::control::tables::{AllocState, ClientKey, RelaySlot};
+use crate::dataplane::WorkerShared;
 use crate::transport::ClientTransport;
 use crate::wire;
 

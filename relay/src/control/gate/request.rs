@@ -18,12 +18,12 @@ use stun::message::{
 use super::pending::{Full, PendingTable};
 use super::{CRATE_READ_LIMIT, Gate, Inbound, Pending, PendingKey, lock};
 use crate::control::auth::{split_username, verify_message};
-use crate::transport::framing::{MAX_CHANNEL, MIN_CHANNEL};
 use crate::control::nonce::NonceCheck;
+use crate::control::tables::{AllocState, ClientKey};
 use crate::policy::canonical;
 use crate::policy::quota::QuotaError;
-use crate::control::tables::{AllocState, ClientKey};
 use crate::transport::ClientTransport;
+use crate::transport::framing::{MAX_CHANNEL, MIN_CHANNEL};
 use crate::wire;
 
 /// Why a request is refused after its credentials were verified: an error response signed

@@ -22,8 +22,8 @@ use turn::proto::relayaddr::RelayedAddress;
 use turn::proto::reqtrans::RequestedTransport;
 
 use super::*;
-use crate::dataplane::WorkerShared;
 use crate::control::tables::RelaySlot;
+use crate::dataplane::WorkerShared;
 
 const NOW: u64 = 1_800_000_000;
 const SECRET: &str = "unit-secret";

@@ -21,8 +21,8 @@ use turn::proto::reqtrans::RequestedTransport;
 
 use super::*;
 use crate::Relay;
-use crate::transport::framing::Framer;
 use crate::metrics::Metrics;
+use crate::transport::framing::Framer;
 
 fn allocate(auth: Option<(&Credential, &str, &str)>) -> Vec<u8> {
     let mut setters: Vec<Box<dyn Setter>> = vec![
@@ -219,7 +219,10 @@ async fn udp_packets_from_a_tcp_clients_address_do_not_reach_its_allocation() {
         .expect("Binding answered in time")
         .expect("recv");
     let mut own = BytesMut::new();
-    crate::transport::framing::encode_for_stream(&[0x40, 0x01, 0x00, 0x04, b'T', b'C', b'P', b'!'], &mut own);
+    crate::transport::framing::encode_for_stream(
+        &[0x40, 0x01, 0x00, 0x04, b'T', b'C', b'P', b'!'],
+        &mut own,
+    );
     tcp.write_all(&own).await.expect("write");
     let mut buf = [0u8; 64];
     let (n, _) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
