@@ -92,21 +92,25 @@ fn a_workers_allocation_keeps_relaying_while_another_workers_clients_churn() {
     // Churn on the other worker; the steady allocation relays between every step.
     let (churn_peer, churn_peer_addr) = udp_peer("127.0.0.1");
     let mut seq = 1u32;
+    // One numbered round trip on the steady allocation.
+    let steady_step = |seq: &mut u32| {
+        let payload = format!("steady-{seq}");
+        round_trip(
+            &steady,
+            0x4000,
+            &steady_peer,
+            steady_relayed,
+            payload.as_bytes(),
+        );
+        *seq += 1;
+    };
     for round in 0..CHURN_ROUNDS {
         for c in &mut churners {
             let relayed = c.allocate().expect("re-allocation on the other worker");
             assert_eq!(c.create_permission(&[churn_peer_addr]), 200);
             assert_eq!(c.channel_bind(0x4001, churn_peer_addr), 200);
             round_trip(c, 0x4001, &churn_peer, relayed, b"churn");
-            let payload = format!("steady-{seq}");
-            round_trip(
-                &steady,
-                0x4000,
-                &steady_peer,
-                steady_relayed,
-                payload.as_bytes(),
-            );
-            seq += 1;
+            steady_step(&mut seq);
         }
         let split = worker_allocations(&ports);
         assert_eq!(
@@ -119,15 +123,7 @@ fn a_workers_allocation_keeps_relaying_while_another_workers_clients_churn() {
         );
         for c in &mut churners {
             assert_eq!(c.release(), 200);
-            let payload = format!("steady-{seq}");
-            round_trip(
-                &steady,
-                0x4000,
-                &steady_peer,
-                steady_relayed,
-                payload.as_bytes(),
-            );
-            seq += 1;
+            steady_step(&mut seq);
         }
         assert_eq!(worker_allocations(&ports), {
             let mut want = [0.0; 2];

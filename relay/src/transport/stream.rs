@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, timeout};
 use tokio_rustls::TlsAcceptor;
 
 use crate::transport::framing::{Frame, Framer, FramingError, MAX_MESSAGE_LEN, encode_for_stream};
@@ -471,36 +471,48 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let opened = Instant::now();
     let mut deadline = opened + idle_timeout;
     let allocation_deadline = opened + idle_timeout;
+    // One timer for the connection's life. Deadlines only move later, so it is re-armed
+    // when it fires early, not on every read: a busy connection costs no timer operation
+    // per message.
+    let timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(timer);
     loop {
+        let mut framed = false;
         loop {
             match framer.poll_frame() {
                 Ok(Some(frame)) => {
                     if events.send(StreamEvent::Frame { id, frame }).await.is_err() {
                         return CloseReason::ServerClosed;
                     }
-                    deadline = Instant::now() + idle_timeout;
+                    framed = true;
                 }
                 Ok(None) => break,
                 Err(e) => return CloseReason::Framing(e),
             }
         }
-        let unallocated = allocated.is_some_and(|a| !a.load(Ordering::Acquire));
-        // The allocation deadline never comes after the message deadline.
-        let wake = if unallocated {
-            allocation_deadline
-        } else {
-            deadline
-        };
-        match timeout_at(wake, rd.read(&mut buf)).await {
-            Err(_) if Instant::now() >= deadline => return CloseReason::Idle,
-            Err(_) => {
-                if allocated.is_some_and(|a| !a.load(Ordering::Acquire)) {
+        if framed {
+            deadline = Instant::now() + idle_timeout;
+        }
+        tokio::select! {
+            biased;
+            r = rd.read(&mut buf) => match r {
+                Ok(0) => return CloseReason::PeerClosed,
+                Ok(n) => framer.push(buf.get(..n).unwrap_or_default()),
+                Err(e) => return read_failed(&e),
+            },
+            () = &mut timer => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return CloseReason::Idle;
+                }
+                let unallocated = allocated.is_some_and(|a| !a.load(Ordering::Acquire));
+                if unallocated && now >= allocation_deadline {
                     return CloseReason::NoAllocation;
                 }
+                // The allocation deadline never comes after the message deadline.
+                let wake = if unallocated { allocation_deadline } else { deadline };
+                timer.as_mut().reset(wake);
             }
-            Ok(Ok(0)) => return CloseReason::PeerClosed,
-            Ok(Ok(n)) => framer.push(buf.get(..n).unwrap_or_default()),
-            Ok(Err(e)) => return read_failed(&e),
         }
     }
 }
