@@ -176,14 +176,15 @@ struct Inner {
     sources: Mutex<SourceCounts>,
     next_id: AtomicU64,
     counters: Counters,
-    events: mpsc::Sender<StreamEvent>,
 }
 
 /// Accepts TCP/TLS clients on any number of listeners under one connection cap.
-/// Cheap to clone; clones share the cap, ids and counters.
+/// Cheap to clone; clones share the cap, ids and counters (and, unless made with
+/// [`StreamServer::with_events`], where their connections' events go).
 #[derive(Clone)]
 pub struct StreamServer {
     inner: Arc<Inner>,
+    events: mpsc::Sender<StreamEvent>,
 }
 
 impl std::fmt::Debug for StreamServer {
@@ -207,8 +208,19 @@ impl StreamServer {
                 sources,
                 next_id: AtomicU64::new(1),
                 counters: Counters::default(),
-                events,
             }),
+            events,
+        }
+    }
+
+    /// A server sharing this one's caps, ids and counters whose connections send their
+    /// events to `events`: one channel per listener lets each listener's transport read
+    /// its own connections' messages directly.
+    #[must_use]
+    pub fn with_events(&self, events: mpsc::Sender<StreamEvent>) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            events,
         }
     }
 
@@ -262,8 +274,9 @@ impl StreamServer {
                         bump(&self.inner.counters.accepted);
                         let acceptor = tls.as_ref().map(|t| t.acceptor());
                         let inner = Arc::clone(&self.inner);
+                        let events = self.events.clone();
                         let slot = Slot { _permit: permit, _source: source };
-                        tasks.spawn(run_connection(inner, tcp, peer, acceptor, slot));
+                        tasks.spawn(run_connection(inner, events, tcp, peer, acceptor, slot));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "Stream accept failed");
@@ -314,6 +327,7 @@ struct Slot {
 
 async fn run_connection(
     inner: Arc<Inner>,
+    events: mpsc::Sender<StreamEvent>,
     tcp: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
@@ -325,14 +339,16 @@ async fn run_connection(
         return;
     };
     let Some(acceptor) = tls else {
-        return open_and_drive(&inner, tcp, Transport::Tcp, peer, local, slot).await;
+        return open_and_drive(&inner, &events, tcp, Transport::Tcp, peer, local, slot).await;
     };
     // Pinned here rather than moved into `timeout`, so that on a timeout the socket is
     // closed only after the counters and the slot are updated.
     let accept = acceptor.accept(tcp);
     tokio::pin!(accept);
     match timeout(inner.config.handshake_timeout, &mut accept).await {
-        Ok(Ok(stream)) => open_and_drive(&inner, stream, Transport::Tls, peer, local, slot).await,
+        Ok(Ok(stream)) => {
+            open_and_drive(&inner, &events, stream, Transport::Tls, peer, local, slot).await;
+        }
         Ok(Err(e)) => {
             bump(&inner.counters.handshake_failed);
             drop(slot);
@@ -348,6 +364,7 @@ async fn run_connection(
 
 async fn open_and_drive<S>(
     inner: &Inner,
+    events: &mpsc::Sender<StreamEvent>,
     io: S,
     transport: Transport,
     peer: SocketAddr,
@@ -367,12 +384,7 @@ async fn open_and_drive<S>(
         outbound,
         allocated: Arc::clone(&allocated),
     };
-    if inner
-        .events
-        .send(StreamEvent::Opened(client))
-        .await
-        .is_err()
-    {
+    if events.send(StreamEvent::Opened(client)).await.is_err() {
         return;
     }
     tracing::debug!(id, %peer, ?transport, "Stream client connected");
@@ -388,7 +400,7 @@ async fn open_and_drive<S>(
         idle_timeout: inner.config.idle_timeout,
         allocated: Some(&allocated),
     };
-    let reason = drive(io, reading, framer, &inner.events, rx, batch).await;
+    let reason = drive(io, reading, framer, events, rx, batch).await;
     match reason {
         CloseReason::Idle => bump(&inner.counters.closed_idle),
         CloseReason::NoAllocation => bump(&inner.counters.closed_no_allocation),
@@ -398,7 +410,7 @@ async fn open_and_drive<S>(
     tracing::debug!(id, %peer, ?reason, "Stream client closed");
     // Free the slot before telling the core, so a client that saw `Closed` can connect.
     drop(slot);
-    let _ = inner.events.send(StreamEvent::Closed { id, reason }).await;
+    let _ = events.send(StreamEvent::Closed { id, reason }).await;
 }
 
 /// Runs one connection until it ends: reads and frames inbound messages into `events`

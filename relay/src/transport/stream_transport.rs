@@ -2,10 +2,10 @@
 //! becomes one [`ClientTransport`] whose clients are its connections, each under its own
 //! remote address (unique while the connection is open).
 //!
-//! Flow: one shared [`StreamServer`] (one connection cap, one idle timeout) accepts on all
-//! stream listeners and emits [`StreamEvent`]s; a router task hands each event to the
-//! transport of the listener the connection reached, in order; that transport's
-//! `recv` yields whole messages and, when a connection ends, [`Received::Closed`], on
+//! Flow: one [`StreamServer`] (one connection cap, one idle timeout, shared by clones)
+//! accepts on every stream listener; each listener's connections send their
+//! [`StreamEvent`]s, in order, on that listener's own channel, which its transport's `recv`
+//! reads directly: whole messages and, when a connection ends, [`Received::Closed`], on
 //! which the core releases the allocation (RFC 8656 section 3.1, RFC 6062 spirit: an
 //! allocation over TCP/TLS lives as long as its connection). `send_to` queues a message
 //! on the connection's bounded outbound queue and drops it when full, as UDP would.
@@ -37,27 +37,8 @@ mod metrics;
 
 pub use metrics::StreamMetrics;
 
-/// Events queued per listener between the router and the core.
+/// Events queued per listener between its connections and the core.
 const INBOX: usize = 1024;
-
-/// What the router hands one listener's transport, in connection order.
-#[derive(Debug)]
-enum Routed {
-    Opened {
-        id: ClientId,
-        peer: SocketAddr,
-        outbound: mpsc::Sender<Bytes>,
-        allocated: Arc<AtomicBool>,
-    },
-    Frame {
-        peer: SocketAddr,
-        bytes: Bytes,
-    },
-    Closed {
-        id: ClientId,
-        peer: SocketAddr,
-    },
-}
 
 /// One open connection as its listener's transport sees it.
 #[derive(Debug)]
@@ -72,28 +53,36 @@ struct Connection {
 pub struct StreamTransport {
     local: SocketAddr,
     kind: Transport,
-    inbox: Mutex<mpsc::Receiver<Routed>>,
+    inbox: Mutex<Inbox>,
     clients: RwLock<Map<SocketAddr, Connection>>,
+    metrics: Arc<StreamMetrics>,
+}
+
+/// This listener's connection events, and the address of each open connection.
+#[derive(Debug)]
+struct Inbox {
+    events: mpsc::Receiver<StreamEvent>,
+    open: Map<ClientId, SocketAddr>,
 }
 
 impl StreamTransport {
-    fn new(local: SocketAddr, kind: Transport) -> (Arc<Self>, mpsc::Sender<Routed>) {
+    fn new(
+        local: SocketAddr,
+        kind: Transport,
+        metrics: Arc<StreamMetrics>,
+    ) -> (Arc<Self>, mpsc::Sender<StreamEvent>) {
         let (tx, rx) = mpsc::channel(INBOX);
         let t = Arc::new(Self {
             local,
             kind,
-            inbox: Mutex::new(rx),
+            inbox: Mutex::new(Inbox {
+                events: rx,
+                open: Map::default(),
+            }),
             clients: RwLock::new(Map::default()),
+            metrics,
         });
         (t, tx)
-    }
-
-    /// Whether a connection accepted on `local` over `kind` belongs to this listener (a
-    /// wildcard listener sees the specific address the client reached).
-    fn serves(&self, local: SocketAddr, kind: Transport) -> bool {
-        self.kind == kind
-            && self.local.port() == local.port()
-            && (self.local.ip() == local.ip() || self.local.ip().is_unspecified())
     }
 
     /// Open connections on this listener.
@@ -110,41 +99,48 @@ impl StreamTransport {
 impl ClientTransport for StreamTransport {
     async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         let mut inbox = self.inbox.lock().await;
+        let Inbox { events, open } = &mut *inbox;
         loop {
-            // The router ends only at shutdown; the crate stops reading then.
-            let Some(event) = inbox.recv().await else {
+            // Every connection holds a sender: the channel stays open until shutdown, and
+            // the crate stops reading then.
+            let Some(event) = events.recv().await else {
                 return std::future::pending().await;
             };
             match event {
-                Routed::Opened {
-                    id,
-                    peer,
-                    outbound,
-                    allocated,
-                } => {
+                StreamEvent::Opened(c) => {
+                    self.metrics.opened(c.transport);
+                    open.insert(c.id, c.peer);
                     self.clients
                         .write()
                         .unwrap_or_else(PoisonError::into_inner)
                         .insert(
-                            peer,
+                            c.peer,
                             Connection {
-                                id,
-                                outbound,
-                                allocated,
+                                id: c.id,
+                                outbound: c.outbound,
+                                allocated: c.allocated,
                             },
                         );
                 }
-                Routed::Frame { peer, bytes } => {
+                StreamEvent::Frame { id, frame } => {
+                    let Some(&peer) = open.get(&id) else {
+                        continue;
+                    };
+                    let bytes = frame.as_bytes();
                     let Some(dst) = buf.get_mut(..bytes.len()) else {
                         continue;
                     };
-                    dst.copy_from_slice(&bytes);
+                    dst.copy_from_slice(bytes);
                     return Ok(Received::Message {
                         len: bytes.len(),
                         from: peer,
                     });
                 }
-                Routed::Closed { id, peer } => {
+                StreamEvent::Closed { id, reason } => {
+                    let Some(peer) = open.remove(&id) else {
+                        continue;
+                    };
+                    self.metrics.closed(self.kind, &reason);
                     let mut clients = self.clients.write().unwrap_or_else(PoisonError::into_inner);
                     if clients.get(&peer).is_some_and(|c| c.id == id) {
                         clients.remove(&peer);
@@ -160,16 +156,12 @@ impl ClientTransport for StreamTransport {
     }
 
     fn try_send_to(&self, buf: &[u8], client: SocketAddr) -> io::Result<()> {
-        let outbound = self
-            .clients
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&client)
-            .map(|c| c.outbound.clone());
-        let Some(outbound) = outbound else {
+        let clients = self.clients.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(c) = clients.get(&client) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        match outbound.try_send(Bytes::copy_from_slice(buf)) {
+        // `try_send` never waits: holding the read lock across it is fine.
+        match c.outbound.try_send(Bytes::copy_from_slice(buf)) {
             // Full: dropped like a datagram the kernel could not queue.
             Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(io::ErrorKind::BrokenPipe.into()),
@@ -196,65 +188,13 @@ impl ClientTransport for StreamTransport {
     }
 }
 
-/// Hands each stream event to its listener's transport, in order, counting metrics.
-async fn route(
-    mut events: mpsc::Receiver<StreamEvent>,
-    transports: Vec<(Arc<StreamTransport>, mpsc::Sender<Routed>)>,
-    metrics: Arc<StreamMetrics>,
-) {
-    let mut open: Map<ClientId, (usize, SocketAddr)> = Map::default();
-    while let Some(event) = events.recv().await {
-        let (index, routed) = match event {
-            StreamEvent::Opened(c) => {
-                let Some(index) = transports
-                    .iter()
-                    .position(|(t, _)| t.serves(c.local, c.transport))
-                else {
-                    // Dropping `outbound` closes the connection.
-                    tracing::warn!(local = %c.local, "Stream client on an unknown listener");
-                    continue;
-                };
-                metrics.opened(c.transport);
-                open.insert(c.id, (index, c.peer));
-                let routed = Routed::Opened {
-                    id: c.id,
-                    peer: c.peer,
-                    outbound: c.outbound,
-                    allocated: c.allocated,
-                };
-                (index, routed)
-            }
-            StreamEvent::Frame { id, frame } => {
-                let Some(&(index, peer)) = open.get(&id) else {
-                    continue;
-                };
-                let bytes = frame.into_bytes();
-                (index, Routed::Frame { peer, bytes })
-            }
-            StreamEvent::Closed { id, reason } => {
-                let Some((index, peer)) = open.remove(&id) else {
-                    continue;
-                };
-                if let Some((t, _)) = transports.get(index) {
-                    metrics.closed(t.kind, &reason);
-                }
-                (index, Routed::Closed { id, peer })
-            }
-        };
-        if let Some((_, tx)) = transports.get(index) {
-            // Waits when the core is behind: back-pressure onto the connections' reads.
-            let _ = tx.send(routed).await;
-        }
-    }
-}
-
 /// The bound TCP/TLS listeners of one relay, not yet serving.
 #[derive(Debug)]
 pub struct StreamListeners {
-    server: StreamServer,
-    events: mpsc::Receiver<StreamEvent>,
-    listeners: Vec<(TcpListener, Option<Arc<TlsReloader>>)>,
-    transports: Vec<(Arc<StreamTransport>, mpsc::Sender<Routed>)>,
+    /// Each listener, its certificate (TLS), and the server (sharing one cap) whose
+    /// connections report to that listener's transport.
+    listeners: Vec<(TcpListener, Option<Arc<TlsReloader>>, StreamServer)>,
+    transports: Vec<Arc<StreamTransport>>,
     tls: Option<Arc<TlsReloader>>,
     metrics: Arc<StreamMetrics>,
 }
@@ -299,8 +239,11 @@ impl StreamListeners {
         tls_listeners: Vec<TcpListener>,
         tls: Option<Arc<TlsReloader>>,
     ) -> io::Result<Self> {
-        let (events_tx, events) = mpsc::channel(INBOX);
-        let server = StreamServer::new(config, events_tx);
+        // The shared server's own channel is never used: every listener gets a clone
+        // reporting to its transport.
+        let (unused, _) = mpsc::channel(1);
+        let server = StreamServer::new(config, unused);
+        let metrics = Arc::new(StreamMetrics::new(server.clone()));
         let mut listeners = Vec::new();
         let mut transports = Vec::new();
         for (l, reloader) in tcp
@@ -313,13 +256,11 @@ impl StreamListeners {
             } else {
                 Transport::Tcp
             };
-            transports.push(StreamTransport::new(l.local_addr()?, kind));
-            listeners.push((l, reloader));
+            let (t, events) = StreamTransport::new(l.local_addr()?, kind, Arc::clone(&metrics));
+            transports.push(t);
+            listeners.push((l, reloader, server.with_events(events)));
         }
-        let metrics = Arc::new(StreamMetrics::new(server.clone()));
         Ok(Self {
-            server,
-            events,
             listeners,
             transports,
             tls,
@@ -332,17 +273,14 @@ impl StreamListeners {
     pub fn client_transports(&self) -> Vec<Arc<dyn ClientTransport>> {
         self.transports
             .iter()
-            .map(|(t, _)| Arc::clone(t) as Arc<dyn ClientTransport>)
+            .map(|t| Arc::clone(t) as Arc<dyn ClientTransport>)
             .collect()
     }
 
     /// Each listener's address and transport, in configuration order (TCP first).
     #[must_use]
     pub fn local_addrs(&self) -> Vec<(SocketAddr, Transport)> {
-        self.transports
-            .iter()
-            .map(|(t, _)| (t.local, t.kind))
-            .collect()
+        self.transports.iter().map(|t| (t.local, t.kind)).collect()
     }
 
     /// The stream metrics, to register with the relay's registry.
@@ -368,8 +306,7 @@ impl StreamListeners {
     pub fn spawn(self) -> StreamTasks {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        for (listener, tls) in self.listeners {
-            let server = self.server.clone();
+        for (listener, tls, server) in self.listeners {
             let mut stopped = stopped.clone();
             tasks.spawn(async move {
                 let shutdown = async move {
@@ -378,34 +315,26 @@ impl StreamListeners {
                 server.serve(listener, tls, shutdown).await;
             });
         }
-        drop(self.server);
-        let router = tokio::spawn(route(self.events, self.transports, self.metrics));
-        StreamTasks {
-            stop,
-            tasks,
-            router,
-        }
+        StreamTasks { stop, tasks }
     }
 }
 
-/// The running accept loops and router.
+/// The running accept loops.
 #[derive(Debug)]
 pub struct StreamTasks {
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
-    router: tokio::task::JoinHandle<()>,
 }
 
 impl StreamTasks {
     /// Stops accepting and closes every stream connection (bounded by the stream server's
-    /// close grace), then stops the router.
+    /// close grace).
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(crate::server::CLOSE_TIMEOUT, async {
             while self.tasks.join_next().await.is_some() {}
         })
         .await;
-        self.router.abort();
     }
 }
 

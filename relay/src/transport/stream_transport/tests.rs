@@ -23,6 +23,7 @@ use super::*;
 use crate::Relay;
 use crate::metrics::Metrics;
 use crate::transport::framing::Framer;
+use crate::transport::stream::{CloseReason, StreamClient};
 
 fn allocate(auth: Option<(&Credential, &str, &str)>) -> Vec<u8> {
     let mut setters: Vec<Box<dyn Setter>> = vec![
@@ -256,22 +257,26 @@ fn relay_alloc(
 async fn send_to_queues_per_connection_and_drops_when_the_queue_is_full() {
     let local: SocketAddr = "127.0.0.1:3478".parse().expect("addr");
     let peer: SocketAddr = "192.0.2.7:5000".parse().expect("addr");
-    let (t, tx) = StreamTransport::new(local, Transport::Tcp);
+    let server = StreamServer::new(StreamConfig::default(), mpsc::channel(1).0);
+    let metrics = Arc::new(StreamMetrics::new(server));
+    let (t, tx) = StreamTransport::new(local, Transport::Tcp, metrics);
     let (outbound, mut queue) = mpsc::channel(1);
-    tx.send(Routed::Opened {
-        allocated: Arc::default(),
+    tx.send(StreamEvent::Opened(StreamClient {
         id: 1,
+        transport: Transport::Tcp,
         peer,
+        local,
         outbound,
-    })
+        allocated: Arc::default(),
+    }))
     .await
-    .expect("route");
-    tx.send(Routed::Frame {
-        peer,
-        bytes: Bytes::from_static(&[0x40, 0x00, 0x00, 0x00]),
-    })
-    .await
-    .expect("route");
+    .expect("event");
+    let mut framer = Framer::new();
+    framer.push(&[0x40, 0x00, 0x00, 0x00]);
+    let frame = framer.poll_frame().expect("framed").expect("a frame");
+    tx.send(StreamEvent::Frame { id: 1, frame })
+        .await
+        .expect("event");
     let mut buf = [0u8; 16];
     let got = t.recv(&mut buf).await.expect("recv");
     assert_eq!(got, Received::Message { len: 4, from: peer });
@@ -288,9 +293,12 @@ async fn send_to_queues_per_connection_and_drops_when_the_queue_is_full() {
     let unknown = "192.0.2.8:5000".parse().expect("addr");
     assert!(t.send_to(b"x", unknown).await.is_err());
 
-    tx.send(Routed::Closed { id: 1, peer })
-        .await
-        .expect("route");
+    tx.send(StreamEvent::Closed {
+        id: 1,
+        reason: CloseReason::PeerClosed,
+    })
+    .await
+    .expect("event");
     assert_eq!(
         t.recv(&mut buf).await.expect("recv"),
         Received::Closed(peer)
