@@ -1,6 +1,6 @@
 //! Metrics of the TCP/TLS listeners: connections open, accepted and closed (by reason) per
-//! transport, counted by the router; refusals over the cap and failed TLS handshakes read
-//! from the stream server on each scrape.
+//! transport, counted by the listener's transport as it reads their events; refusals over
+//! the cap and failed TLS handshakes read from the stream server on each scrape.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
