@@ -128,8 +128,8 @@ impl Relay {
         })
     }
 
-    /// [`Relay::start`] with every transport served message by message on one worker
-    /// (tests of the assembled relay over in-memory or stream transports).
+    /// [`Relay::start`] with every transport served message by message on the stream
+    /// worker (tests of the assembled relay over in-memory or stream transports).
     #[cfg(test)]
     pub(crate) async fn start_on_transports(
         cfg: &Config,

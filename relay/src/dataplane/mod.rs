@@ -71,9 +71,9 @@ pub struct WorkerShared {
 }
 
 impl WorkerShared {
-    /// A worker whose tasks run on `handle`, outside a [`DataPlane`] (the gate's tests and
-    /// the fuzz harness).
-    #[doc(hidden)]
+    /// A worker whose tasks run on `handle`: each UDP worker's own runtime, the control
+    /// runtime for the stream worker, a test runtime for the gate's tests and the fuzz
+    /// harness.
     #[must_use]
     pub fn detached(id: usize, handle: tokio::runtime::Handle) -> Arc<Self> {
         Arc::new(Self {
