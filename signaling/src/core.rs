@@ -138,18 +138,7 @@ impl Core {
     #[must_use]
     pub fn delete_room(&mut self, room_id: &str) -> Option<Vec<Delivery>> {
         let members = self.rooms.delete(room_id)?;
-        let mut out = Vec::with_capacity(members.len() * members.len());
-        for gone in &members {
-            out.extend(rules::user_left(
-                gone,
-                &crate::rooms::Left {
-                    room_id: room_id.to_string(),
-                    remaining: members.clone(),
-                    room_removed: true,
-                },
-            ));
-        }
-        Some(out)
+        Some(delete_deliveries(room_id, &members))
     }
 
     /// Removes persistent rooms empty for `idle_ms`; their ids.
@@ -172,6 +161,24 @@ impl Core {
     pub fn counts(&self) -> (usize, usize) {
         self.rooms.counts()
     }
+}
+
+/// A deleted room's `user-left` for every member, to every member (itself included, so it
+/// learns it is out).
+#[must_use]
+pub fn delete_deliveries(room_id: &str, members: &[String]) -> Vec<Delivery> {
+    let mut out = Vec::with_capacity(members.len() * members.len());
+    for gone in members {
+        out.extend(rules::user_left(
+            gone,
+            &crate::rooms::Left {
+                room_id: room_id.to_string(),
+                remaining: members.to_vec(),
+                room_removed: true,
+            },
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

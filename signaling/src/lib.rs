@@ -12,6 +12,7 @@
 pub mod assets;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod conn_limit;
 pub mod core;
 #[doc(hidden)]

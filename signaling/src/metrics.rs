@@ -30,6 +30,14 @@ pub struct Metrics {
     pub connections_refused: Counter,
     pub slow_readers_closed: Counter,
     pub credential_refreshes: Counter,
+    /// Multi-instance mode: 1 while Redis answers and the registration is valid.
+    pub redis_up: Gauge,
+    /// Multi-instance mode: live instances registered in Redis.
+    pub instances: Gauge,
+    pub cluster_events_in: Counter,
+    pub cluster_events_out: Counter,
+    pub fenced: Counter,
+    pub instances_reaped: Counter,
 }
 
 impl Default for Metrics {
@@ -58,6 +66,12 @@ impl Metrics {
             connections_refused: Counter::default(),
             slow_readers_closed: Counter::default(),
             credential_refreshes: Counter::default(),
+            redis_up: Gauge::default(),
+            instances: Gauge::default(),
+            cluster_events_in: Counter::default(),
+            cluster_events_out: Counter::default(),
+            fenced: Counter::default(),
+            instances_reaped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -126,6 +140,36 @@ impl Metrics {
             "credential_refreshes",
             "ice-servers events sent with fresh TURN credentials",
             m.credential_refreshes.clone(),
+        );
+        registry.register(
+            "redis_up",
+            "Multi-instance mode: 1 while Redis answers and this instance is registered",
+            m.redis_up.clone(),
+        );
+        registry.register(
+            "cluster_instances",
+            "Multi-instance mode: signaling instances registered in Redis",
+            m.instances.clone(),
+        );
+        registry.register(
+            "cluster_events_in",
+            "Multi-instance mode: events read from this instance's inbox (from other instances)",
+            m.cluster_events_in.clone(),
+        );
+        registry.register(
+            "cluster_events_out",
+            "Multi-instance mode: events queued for peers on other instances",
+            m.cluster_events_out.clone(),
+        );
+        registry.register(
+            "cluster_fenced",
+            "Multi-instance mode: times this instance found its registration expired and disconnected its sockets",
+            m.fenced.clone(),
+        );
+        registry.register(
+            "cluster_instances_reaped",
+            "Multi-instance mode: dead instances whose peers this instance removed",
+            m.instances_reaped.clone(),
         );
         Self { registry, ..m }
     }

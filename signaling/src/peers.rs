@@ -77,6 +77,8 @@ pub enum Body {
     Ack(AckBody),
     /// Anything else (refusals, `ice-servers`).
     Json(Value),
+    /// Encoded by another instance (multi-instance mode), written as is.
+    Remote(Box<serde_json::value::RawValue>),
 }
 
 impl Serialize for Body {
@@ -85,6 +87,7 @@ impl Serialize for Body {
             Body::Event(e) => e.serialize(s),
             Body::Ack(a) => a.wire().serialize(s),
             Body::Json(v) => v.serialize(s),
+            Body::Remote(r) => r.serialize(s),
         }
     }
 }
@@ -126,6 +129,88 @@ impl Packet {
             return usize::MAX;
         }
         counter.0.saturating_add(name).saturating_add(16)
+    }
+}
+
+impl Packet {
+    /// Who to answer if this packet is not delivered.
+    #[must_use]
+    pub fn into_origin(self) -> Option<Origin> {
+        match self {
+            Packet::Emit { origin, .. } => origin,
+            Packet::Ack { .. } => None,
+        }
+    }
+}
+
+/// A packet with its bytes reserved in its target's queue, not yet queued.
+#[derive(Debug)]
+pub struct Reserved {
+    q: PeerQueue,
+    queued: Box<Queued>,
+}
+
+/// How [`Reserved::try_push`] went.
+#[derive(Debug)]
+pub enum TryPush {
+    Done,
+    /// The queue is full: try again later (or wait, [`Reserved::push_wait`]).
+    Full(Reserved),
+    /// The target is gone; the origin to answer.
+    Gone(Option<Origin>),
+}
+
+impl std::fmt::Debug for PeerQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerQueue").finish_non_exhaustive()
+    }
+}
+
+impl Reserved {
+    /// Queues it now if there is room.
+    pub fn try_push(self) -> TryPush {
+        let Reserved { q, queued } = self;
+        match q.tx.try_send(queued) {
+            Ok(()) => TryPush::Done,
+            Err(mpsc::error::TrySendError::Full(queued)) => TryPush::Full(Reserved { q, queued }),
+            Err(mpsc::error::TrySendError::Closed(queued)) => {
+                q.bytes.sub(queued.size);
+                TryPush::Gone(queued.packet.into_origin())
+            }
+        }
+    }
+
+    /// Queues it, waiting for room as a local sender would ([`DELIVERY_TIMEOUT`]).
+    pub async fn push_wait(self) -> Result<(), (Refusal, Option<Origin>)> {
+        let Reserved { q, queued } = self;
+        let size = queued.size;
+        match q.tx.send_timeout(queued, DELIVERY_TIMEOUT).await {
+            Ok(()) => Ok(()),
+            Err(SendTimeoutError::Closed(queued)) => {
+                q.bytes.sub(size);
+                Err((
+                    Refusal::new(ErrorCode::UnknownPeer, "peer has left"),
+                    queued.packet.into_origin(),
+                ))
+            }
+            Err(SendTimeoutError::Timeout(queued)) => {
+                q.bytes.sub(size);
+                Err((
+                    Refusal::new(
+                        ErrorCode::RateLimited,
+                        "the target peer is not reading; event not delivered",
+                    ),
+                    queued.packet.into_origin(),
+                ))
+            }
+        }
+    }
+
+    /// Gives the bytes back without queuing; the origin to answer.
+    #[must_use]
+    pub fn release(self) -> Option<Origin> {
+        self.q.bytes.sub(self.queued.size);
+        self.queued.packet.into_origin()
     }
 }
 
@@ -305,6 +390,38 @@ impl Peers {
         }
     }
 
+    /// Reserves room for `packet` in `peer_id`'s queue (its bytes against the cap), for a
+    /// push that may have to wait (events from other instances). A refusal comes back with
+    /// the packet's origin, to be answered.
+    pub fn reserve(
+        &self,
+        peer_id: &str,
+        packet: Packet,
+        metrics: &Metrics,
+    ) -> Result<Reserved, (Refusal, Option<Origin>)> {
+        let Some(q) = self.queue_of(peer_id) else {
+            return Err((
+                Refusal::new(ErrorCode::UnknownPeer, "no such peer"),
+                packet.into_origin(),
+            ));
+        };
+        let size = packet.encoded_size();
+        if !q.bytes.try_add(size) {
+            self.close_slow_reader(peer_id, &q, metrics);
+            return Err((
+                Refusal::new(
+                    ErrorCode::UnknownPeer,
+                    "the target peer was not reading and was disconnected",
+                ),
+                packet.into_origin(),
+            ));
+        }
+        Ok(Reserved {
+            q,
+            queued: Box::new(Queued { packet, size }),
+        })
+    }
+
     fn close_slow_reader(&self, peer_id: &str, q: &PeerQueue, metrics: &Metrics) {
         // Once per peer: later sends find it unregistered or its socket gone.
         self.unregister(peer_id);
@@ -315,6 +432,15 @@ impl Peers {
             "Slow reader disconnected: its outbound queue passed its byte cap"
         );
         q.close.close(CloseReason::SlowReader);
+    }
+
+    /// Asks every connection to close (this instance was fenced off the cluster); how many.
+    pub fn close_all(&self) -> usize {
+        let map = self.read();
+        for q in map.values() {
+            q.close.close(CloseReason::Shutdown);
+        }
+        map.len()
     }
 
     /// Asks every native WebSocket connection to close for shutdown (socketioxide's are

@@ -125,6 +125,30 @@ impl EventName {
     }
 }
 
+/// The name of an event one instance sends another for a peer (multi-instance mode), as
+/// the `&'static str` packets carry; `None` for a name the server never sends.
+#[must_use]
+pub fn static_event_name(name: &str) -> Option<&'static str> {
+    [
+        "room-users",
+        "user-joined",
+        "user-left",
+        "peer-updated",
+        "message",
+        "signal",
+        "offer",
+        "answer",
+        "ice-candidate",
+        "error",
+        "ice-servers",
+        "join-room",
+        "leave-room",
+        "update-state",
+    ]
+    .into_iter()
+    .find(|n| *n == name)
+}
+
 /// An event name as it may appear in a refusal or a log line: at most 64 characters.
 #[must_use]
 pub fn short(s: &str) -> String {

@@ -20,7 +20,7 @@ pub use error::AppError;
 use crate::auth::{bearer, server_chosen_user_id};
 use crate::clock;
 use crate::core::{UserId, resolve_user_id};
-use crate::hub::Hub;
+use crate::hub::{Hub, RoomsError};
 use crate::rooms::{MAX_DISPLAY_NAME_LEN, RoomInfo};
 
 fn token(headers: &HeaderMap) -> Option<&str> {
@@ -48,22 +48,25 @@ pub async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /ready`: 503 once shutdown has begun.
+/// `GET /ready`: 503 once shutdown has begun, and in multi-instance mode while Redis is
+/// unreachable (or this instance is not registered).
 pub async fn ready(State(hub): State<Arc<Hub>>) -> Response {
-    if hub.is_ready() {
-        Json(json!({"status": "ready"})).into_response()
-    } else {
-        (
+    match hub.readiness() {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "stopping"})),
+            Json(json!({
+                "status": if hub.is_ready() { "not-ready" } else { "stopping" },
+                "reason": why,
+            })),
         )
-            .into_response()
+            .into_response(),
     }
 }
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
-    hub.refresh_gauges();
+    hub.refresh_gauges().await;
     let mut res = hub.metrics.render().into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -72,16 +75,28 @@ pub async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
     res
 }
 
-/// `GET /stats`: a small JSON summary.
+/// `GET /stats`: a small JSON summary. `rooms` and `peersInRooms` are the cluster's in
+/// multi-instance mode; `connections` are this instance's.
 pub async fn stats(State(hub): State<Arc<Hub>>) -> Json<Value> {
-    let (rooms, peers) = hub.refresh_gauges();
-    Json(json!({
+    let (rooms, peers) = hub.refresh_gauges().await;
+    let mut v = json!({
         "connections": hub.connected_peers(),
         "rooms": rooms,
         "peersInRooms": peers,
         "uptimeSeconds": hub.uptime().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
-    }))
+    });
+    if let (Some(c), Some(map)) = (hub.cluster(), v.as_object_mut()) {
+        map.insert(
+            "cluster".into(),
+            json!({
+                "instance": &*c.instance(),
+                "redisUp": c.is_up(),
+                "instances": hub.metrics.instances.get(),
+            }),
+        );
+    }
+    Json(v)
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +143,15 @@ fn room_view(info: RoomInfo, admin: bool) -> Value {
     v
 }
 
+/// 503 `unavailable`: the shared state (Redis) could not be reached.
+fn rooms_error(_: RoomsError) -> AppError {
+    AppError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the shared state could not be reached; try again",
+    )
+}
+
 /// Whether the request carries the admin token.
 fn is_admin(hub: &Hub, headers: &HeaderMap) -> bool {
     hub.live().auth.check_admin(token(headers)) == Some(true)
@@ -143,8 +167,9 @@ pub async fn list_rooms(
         authenticate(&hub, &headers)?;
     }
     let rooms: Vec<Value> = hub
-        .core()
         .list_rooms()
+        .await
+        .map_err(rooms_error)?
         .into_iter()
         .map(|r| room_view(r, admin))
         .collect();
@@ -221,12 +246,15 @@ pub async fn create_room(
         None => None,
     };
     let info = hub
-        .core()
         .create_room(id, body.name, body.max_peers, password, clock::unix_ms())
-        .map_err(|e| {
-            hub.metrics.error("rate-limited");
-            hub.metrics.rooms_refused.inc();
-            AppError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", e.to_string())
+        .await
+        .map_err(|e| match e {
+            RoomsError::TooMany(e) => {
+                hub.metrics.error("rate-limited");
+                hub.metrics.rooms_refused.inc();
+                AppError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", e.to_string())
+            }
+            RoomsError::Unavailable => rooms_error(e),
         })?;
     hub.metrics.rooms_created.inc();
     tracing::debug!(room = %info.id, max_peers = info.max_peers, "Room created");
@@ -244,8 +272,9 @@ pub async fn get_room(
         authenticate(&hub, &headers)?;
     }
     let info = hub
-        .core()
         .get_room(&id)
+        .await
+        .map_err(rooms_error)?
         .ok_or_else(|| AppError::not_found("no such room"))?;
     Ok(Json(room_view(info, admin)))
 }
@@ -269,8 +298,9 @@ pub async fn delete_room(
         Some(true) => {}
     }
     let deliveries = hub
-        .core()
         .delete_room(&id)
+        .await
+        .map_err(rooms_error)?
         .ok_or_else(|| AppError::not_found("no such room"))?;
     let removed = deliveries
         .iter()

@@ -29,7 +29,7 @@ pub fn valid_room_id(id: &str) -> bool {
 }
 
 /// One peer in one room, as clients see it (`{peerId, userId, displayName, metadata, state, joinedAt}`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Peer {
     pub peer_id: String,

@@ -249,7 +249,7 @@ async fn sweep_idle_rooms(hub: Weak<Hub>, idle: Duration) {
     loop {
         tick.tick().await;
         let Some(hub) = hub.upgrade() else { break };
-        let gone = hub.core().expire_idle(crate::clock::unix_ms(), idle_ms);
+        let gone = hub.expire_idle(crate::clock::unix_ms(), idle_ms).await;
         if !gone.is_empty() {
             hub.metrics
                 .rooms_expired
@@ -266,18 +266,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     check_supported(&cfg)?;
-    serve(listener, Hub::new(cfg), shutdown).await
+    let hub = new_hub(cfg).await?;
+    serve(listener, hub, shutdown).await
+}
+
+/// The hub: in memory, or with `signaling.redis_url` one instance of a cluster (connects to
+/// Redis and registers first; an unreachable Redis at start-up is an error).
+pub async fn new_hub(cfg: Arc<Config>) -> anyhow::Result<Arc<Hub>> {
+    if cfg.signaling.redis_url.is_none() {
+        return Ok(Hub::new(cfg));
+    }
+    let cluster = crate::cluster::Cluster::connect(&cfg).await?;
+    Ok(Hub::with_cluster(cfg, cluster))
 }
 
 /// Refuses configurations that ask for what this build does not do yet, rather than
 /// silently running without it.
 fn check_supported(cfg: &Config) -> anyhow::Result<()> {
-    if cfg.signaling.redis_url.is_some() {
-        anyhow::bail!(
-            "signaling.redis_url is set, but multi-instance (Redis) mode is not implemented yet: \
-             remove it and run a single signaling instance"
-        );
-    }
     if cfg.signaling.peerjs.enabled {
         tracing::warn!(
             "signaling.peerjs.enabled is set, but the PeerJS endpoint is not implemented yet; ignoring it"
@@ -388,6 +393,8 @@ pub fn main_with(cfg: Config) -> anyhow::Result<()> {
             format!("could not listen on {metrics_addr} (signaling.metrics_listen)")
         })?;
         let mut signals = Signals::new()?;
+        // With Redis: connected and registered before READY=1.
+        let hub = new_hub(cfg).await?;
         tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "Listening");
         notify(sd_notify::NotifyState::Ready);
         let (tx, rx) = tokio::sync::watch::channel(false);
@@ -395,7 +402,6 @@ pub fn main_with(cfg: Config) -> anyhow::Result<()> {
             let mut rx = rx;
             let _ = rx.wait_for(|v| *v).await;
         };
-        let hub = Hub::new(cfg);
         tracing::info!(
             addr = %metrics_listener.local_addr().unwrap_or(metrics_addr),
             "Metrics listening"
@@ -426,14 +432,19 @@ pub fn main_with(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(signal = sig, "Stopping");
         notify(sd_notify::NotifyState::Stopping);
         let _ = tx.send(true);
-        match tokio::time::timeout(SHUTDOWN_TIMEOUT, server).await {
+        let res = match tokio::time::timeout(SHUTDOWN_TIMEOUT, server).await {
             Ok(Ok(res)) => res,
             Ok(Err(e)) => Err(anyhow::anyhow!("server task failed: {e}")),
             Err(_) => {
                 tracing::warn!(timeout = ?SHUTDOWN_TIMEOUT, "Shutdown took too long; exiting");
                 Ok(())
             }
+        };
+        if let Some(c) = hub.cluster() {
+            // Its sessions have left their rooms; whatever is left, another instance reaps.
+            c.unregister().await;
         }
+        res
     });
     rt.shutdown_timeout(Duration::from_secs(1));
     if result.is_ok() {

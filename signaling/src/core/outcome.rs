@@ -44,6 +44,8 @@ pub struct Delivery {
     /// that refusal becomes the sender's answer; if it is queued but the target never reads
     /// it, the sender gets an `error` event. Presence events have none (best effort).
     pub origin: Option<Origin>,
+    /// Multi-instance mode: the instance the target is connected to (`None`: this one).
+    pub home: Option<Arc<str>>,
 }
 
 /// Who to tell when a relayed event cannot be delivered.
@@ -51,6 +53,8 @@ pub struct Delivery {
 pub struct Origin {
     pub sender: String,
     pub event: &'static str,
+    /// Multi-instance mode: the sender's instance when it is another one.
+    pub home: Option<Arc<str>>,
 }
 
 /// A relayed `offer`/`answer`/`ice-candidate`: the client's payload with `from` added.
@@ -120,10 +124,13 @@ impl ServerEvent {
     /// point only: when the writer hands it to the target's socket.
     #[must_use]
     pub fn is_relayed(&self) -> bool {
-        !matches!(
-            self,
-            Self::RoomUsers { .. } | Self::UserJoined { .. } | Self::UserLeft { .. }
-        )
+        Self::name_is_relayed(self.name())
+    }
+
+    /// [`ServerEvent::is_relayed`] by event name (events from other instances).
+    #[must_use]
+    pub fn name_is_relayed(name: &str) -> bool {
+        !matches!(name, "room-users" | "user-joined" | "user-left")
     }
 }
 

@@ -224,6 +224,7 @@ impl Rules {
                         to: o.peer_id.clone(),
                         event: notice.clone(),
                         origin: None,
+                        home: None,
                     }));
                 }
                 let mut users = joined.others.clone();
@@ -236,6 +237,7 @@ impl Rules {
                         users,
                     }),
                     origin: None,
+                    home: None,
                 });
                 Outcome {
                     ack: Ok(AckBody::Joined {
@@ -258,7 +260,9 @@ impl Rules {
                     origin: Some(Origin {
                         sender: peer.id.clone(),
                         event: event.name(),
+                        home: None,
                     }),
+                    home: None,
                     event,
                 }],
                 ack: Ok(AckBody::Relayed {}),
@@ -286,6 +290,10 @@ impl Rules {
             StepError::NotInRoom => not_in_room(),
             StepError::UnknownPeer => unknown_peer(),
             StepError::Unavailable => unavailable(),
+            StepError::Busy => Refusal::new(
+                ErrorCode::RateLimited,
+                "the target's signaling instance has too many events waiting; try again",
+            ),
             StepError::Join(j) => match j {
                 JoinError::InvalidRoomId => Refusal::bad(j.to_string()),
                 JoinError::RoomFull => Refusal::new(ErrorCode::RoomFull, j.to_string()),
@@ -347,6 +355,7 @@ fn fan_out(to: Vec<String>, event: &Arc<ServerEvent>) -> Vec<Delivery> {
             to,
             event: event.clone(),
             origin: None,
+            home: None,
         })
         .collect()
 }

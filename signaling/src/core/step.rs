@@ -55,6 +55,8 @@ pub enum StepError {
     UnknownPeer,
     /// The shared state could not be reached (never from the in-memory state).
     Unavailable,
+    /// The target's instance has too many events waiting (never from the in-memory state).
+    Busy,
 }
 
 /// Runs `step` for `peer_id` on the in-memory state.

@@ -489,7 +489,8 @@ fn offer_answer_and_candidate_are_relayed_to_the_target_only_with_from_added() {
             o.deliveries[0].origin,
             Some(Origin {
                 sender: "a".into(),
-                event: name
+                event: name,
+                home: None,
             }),
             "a relayed event names its sender for delivery errors"
         );

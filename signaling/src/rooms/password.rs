@@ -31,6 +31,18 @@ impl PasswordHash {
         Some(Self { phc })
     }
 
+    /// The PHC string (stored in Redis in multi-instance mode; never logged).
+    #[must_use]
+    pub fn as_phc(&self) -> &str {
+        &self.phc
+    }
+
+    /// A hash read back from the shared state.
+    #[must_use]
+    pub fn from_phc(phc: String) -> Self {
+        Self { phc }
+    }
+
     /// Whether `password` is the one hashed (argon2 compares in constant time). Slow.
     #[must_use]
     pub fn matches(&self, password: &str) -> bool {

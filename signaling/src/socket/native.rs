@@ -520,14 +520,15 @@ impl Conn {
     /// The "events relayed" metric counts relayed events when written (as on the
     /// socketioxide side).
     fn count_relayed(&self, p: &Packet) {
-        if let Packet::Emit {
-            event,
-            body: Body::Event(e),
-            ..
-        } = p
-            && ServerEvent::is_relayed(e)
-        {
-            self.hub.metrics.relayed(event);
+        if let Packet::Emit { event, body, .. } = p {
+            let relayed = match body {
+                Body::Event(e) => ServerEvent::is_relayed(e),
+                Body::Remote(_) => ServerEvent::name_is_relayed(event),
+                _ => false,
+            };
+            if relayed {
+                self.hub.metrics.relayed(event);
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::core::ServerEvent;
 use crate::hub::Hub;
 use crate::peers::{Body, DELIVERY_TIMEOUT, Packet, Queued, QueuedBytes};
-use crate::protocol::{ErrorCode, Refusal};
+use crate::protocol::ErrorCode;
 
 enum Failure {
     /// The socket's buffer stayed full.
@@ -70,8 +70,12 @@ async fn retry(mut attempt: impl FnMut() -> Result<(), SendError>) -> Result<(),
     }
 }
 
-fn is_relayed(body: &Body) -> bool {
-    matches!(body, Body::Event(e) if ServerEvent::is_relayed(e))
+fn is_relayed(event: &str, body: &Body) -> bool {
+    match body {
+        Body::Event(e) => ServerEvent::is_relayed(e),
+        Body::Remote(_) => ServerEvent::name_is_relayed(event),
+        _ => false,
+    }
 }
 
 /// Drains `rx` into the socket. Holds only a weak reference, so an idle writer never keeps
@@ -97,7 +101,7 @@ pub async fn writer(
                 origin,
             } => match with_retry(|| s.emit(event, &body)).await {
                 Ok(()) => {
-                    if is_relayed(&body) {
+                    if is_relayed(event, &body) {
                         hub.metrics.relayed(event);
                     }
                 }
@@ -112,11 +116,8 @@ pub async fn writer(
                 }
                 Err(Failure::Stalled) => {
                     if let Some(o) = origin {
-                        let code = ErrorCode::RateLimited;
-                        hub.metrics.error(code.as_str());
                         let msg = "the target peer is not reading; event not delivered";
-                        let body = Refusal::new(code, msg).event(o.event);
-                        Box::pin(hub.notify(&o.sender, "error", Body::Json(body))).await;
+                        Box::pin(hub.answer_origin(&o, ErrorCode::RateLimited, msg)).await;
                     }
                 }
             },
@@ -161,10 +162,7 @@ pub(crate) async fn answer_lost(hub: &Hub, packet: Packet) {
         origin: Some(o), ..
     } = packet
     {
-        let code = ErrorCode::UnknownPeer;
-        hub.metrics.error(code.as_str());
-        let body =
-            Refusal::new(code, "the target peer disconnected before delivery").event(o.event);
-        hub.notify(&o.sender, "error", Body::Json(body)).await;
+        let msg = "the target peer disconnected before delivery";
+        Box::pin(hub.answer_origin(&o, ErrorCode::UnknownPeer, msg)).await;
     }
 }

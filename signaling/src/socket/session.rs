@@ -81,7 +81,7 @@ pub async fn run(
                 match &result {
                     // The ack carried fresh credentials.
                     Ok(AckBody::Joined { .. }) => refresh.handle_issued(Instant::now()),
-                    Ok(AckBody::Left { .. }) if !hub.core().in_any_room(me.id()) => {
+                    Ok(AckBody::Left { .. }) if !Box::pin(hub.in_any_room(me.id())).await => {
                         refresh.handle_no_room();
                     }
                     _ => {}
@@ -105,7 +105,7 @@ async fn until(due: Option<Instant>) {
 /// The refresh deadline passed: sends fresh credentials if the socket is still in a room
 /// (a REST `DELETE` may have removed it from its last one), else disarms the timer.
 async fn refresh_credentials(hub: &Hub, me: &PeerCtx, refresh: &mut CredentialRefresh) {
-    if !hub.core().in_any_room(me.id()) {
+    if !hub.in_any_room(me.id()).await {
         refresh.handle_no_room();
         return;
     }
@@ -136,7 +136,7 @@ async fn run_event(
         prepare_join(hub, me, j).await?;
         joining = Some(j.room_id.clone());
     }
-    let outcome = hub.core().handle(&me.info, event, clock::unix_ms());
+    let outcome = hub.handle_event(&me.info, event, clock::unix_ms()).await;
     if let (Some(room), Err(r)) = (&joining, &outcome.ack)
         && r.code == ErrorCode::WrongPassword
     {
@@ -154,7 +154,7 @@ async fn run_event(
 /// The password step of a join (argon2 on the blocking pool, only while the source has
 /// attempts left), and the credentials for its ack.
 async fn prepare_join(hub: &Hub, me: &PeerCtx, j: &mut JoinRoom) -> Result<(), Refusal> {
-    let step = hub.core().password_step(&me.info, j)?;
+    let step = hub.password_step(&me.info, j).await?;
     j.admission = match step {
         PasswordStep::None => Admission::Unverified,
         PasswordStep::Verify { hash, password } => {
@@ -235,7 +235,7 @@ async fn answer(
 }
 
 async fn cleanup(hub: &Hub, me: &PeerCtx) {
-    let deliveries = hub.core().handle_disconnect(&me.info);
+    let deliveries = hub.handle_disconnect(&me.info).await;
     // Presence only: nothing to answer.
     let _ = hub.deliver(deliveries).await;
     hub.unregister_peer(me.id());
