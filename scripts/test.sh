@@ -12,6 +12,7 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 # Tools the integration tests drive. Tests that need one FAIL (never skip) when it is missing.
 need_pkgs=()
 command -v turnutils_uclient >/dev/null 2>&1 || need_pkgs+=(coturn)
+command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)

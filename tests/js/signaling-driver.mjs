@@ -1,16 +1,25 @@
 // Drives switchboard-signaling with socket.io-client (the client browsers use) and prints one
 // JSON object with what each client saw; the Rust tests in tests/tests/signaling*.rs assert on it.
 //
-// Usage: node signaling-driver.mjs SCENARIO URL [ARGS_JSON]
+// Usage: node signaling-driver.mjs SCENARIO URL[,URL...] [ARGS_JSON]
+// URL may be a comma-separated list of base URLs, one per signaling instance of a cluster:
+// `connect()` then gives client k the URL urls[k % n] (unless the scenario names one), and
+// `http()` goes to urls[0] (unless given one). With one URL, everything goes there.
 // Every wait is bounded: a watchdog ends the process with {"error": "..."} after 90 s.
+// Scenarios with stages print intermediate JSON lines ({"stage": ...}) before the final one,
+// and some wait for a command line on stdin from the test between stages.
 
 import { createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
 // A raw WebSocket for the attacks (the version socket.io-client itself uses).
 import WebSocket from "ws";
 
-const [, , scenario, url, argsJson] = process.argv;
+const [, , scenario, urlList, argsJson] = process.argv;
+const urls = urlList.split(",").filter((u) => u.length > 0);
+// The first instance: REST calls and raw clients go here unless told otherwise.
+const url = urls[0];
 const args = argsJson ? JSON.parse(argsJson) : {};
 const WAIT_MS = 20000;
 
@@ -24,11 +33,14 @@ const watchdog = setTimeout(() => {
 }, 90000);
 
 const sockets = [];
+let connects = 0;
 
-/** Connects; resolves with the socket, rejects with the connect_error message. */
+/** Connects (to `opts.url`, else round-robin over `urls`); resolves with the socket, rejects
+ * with the connect_error message. `s.url` is the instance the socket talks to. */
 function connect(opts = {}) {
+  const at = opts.url ?? urls[connects++ % urls.length];
   return new Promise((resolve, reject) => {
-    const s = io(url, {
+    const s = io(at, {
       transports: opts.transports ?? ["websocket"],
       forceNew: true,
       reconnection: false,
@@ -39,8 +51,12 @@ function connect(opts = {}) {
       timeout: WAIT_MS,
     });
     sockets.push(s);
+    s.url = at;
     s.log = [];
     s.onAny((event, payload) => s.log.push([event, payload]));
+    s.on("disconnect", (reason) => {
+      s.disconnectReason = reason;
+    });
     s.once("connect", () => resolve(s));
     s.once("connect_error", (e) => reject(new Error(e.message)));
   });
@@ -96,8 +112,9 @@ async function barrier(s) {
   return ask(s, "leave-room", { roomId: "barrier-no-such-room" });
 }
 
-async function http(method, path, body, headers = {}) {
-  const res = await fetch(url + path, {
+/** One REST call to `at` (default: the first instance). */
+async function http(method, path, body, headers = {}, at = url) {
+  const res = await fetch(at + path, {
     method,
     headers: { "content-type": "application/json", ...headers },
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -110,6 +127,60 @@ async function http(method, path, body, headers = {}) {
     json = null;
   }
   return { status: res.status, body: json };
+}
+
+/** The next command line the test writes on stdin (staged scenarios), within `ms`. */
+const commands = { lines: [], waiting: null, reader: null };
+function nextCommand(ms = 60000) {
+  if (!commands.reader) {
+    commands.reader = createInterface({ input: process.stdin });
+    commands.reader.on("line", (line) => {
+      if (commands.waiting) commands.waiting(line.trim());
+      else commands.lines.push(line.trim());
+    });
+  }
+  if (commands.lines.length > 0) return Promise.resolve(commands.lines.shift());
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      commands.waiting = null;
+      reject(new Error(`no command on stdin within ${ms} ms`));
+    }, ms);
+    commands.waiting = (line) => {
+      clearTimeout(timer);
+      commands.waiting = null;
+      resolve(line);
+    };
+  });
+}
+
+/** Waits for the command `expected` on stdin; anything else is an error. */
+async function expectCommand(expected, ms) {
+  const got = await nextCommand(ms);
+  if (got !== expected) throw new Error(`expected command ${expected} on stdin, got ${JSON.stringify(got)}`);
+}
+
+/** An ask answered within `ms`, or the string "no-ack" (the server stayed silent). Resolves
+ * with "ok" or the error code. */
+async function askCode(s, event, data, ms = 5000) {
+  try {
+    const ack = await s.timeout(ms).emitWithAck(event, data);
+    if (ack && ack.ok === true) return "ok";
+    return ack?.error?.code ?? `odd-ack ${JSON.stringify(ack)}`;
+  } catch {
+    return "no-ack";
+  }
+}
+
+/** Resolves with the disconnect reason of `s` (already happened or future), or rejects. */
+function disconnected(s, ms = WAIT_MS) {
+  if (!s.connected && s.disconnectReason !== undefined) return Promise.resolve(s.disconnectReason);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no disconnect within ${ms} ms`)), ms);
+    s.once("disconnect", (reason) => {
+      clearTimeout(timer);
+      resolve(reason);
+    });
+  });
 }
 
 /** VmRSS of process `pid` in KiB (Linux /proc). */
@@ -293,19 +364,26 @@ const scenarios = {
   },
 
   // Joiners race for the last seat, over several rounds: exactly one gets in each time.
+  // With several URLs the racers are spread over the instances, and each round creates its
+  // room on one instance and reads it back on another. `freeForm: true`: the room is made by
+  // the first join instead (capacity: the server's `max_peers_per_room`).
   async race() {
     const rounds = args.rounds ?? 10;
     const contenders = args.contenders ?? 2;
     const results = [];
     for (let i = 0; i < rounds; i++) {
-      const room = await http("POST", "/api/rooms", { maxPeers: 2, name: `race-${i}` });
-      const id = room.body.id;
+      let id = `race-free-${i}`;
+      if (!args.freeForm) {
+        const room = await http("POST", "/api/rooms", { maxPeers: 2, name: `race-${i}` }, {}, urls[(i + 1) % urls.length]);
+        id = room.body.id;
+      }
       const first = await connect();
-      await ask(first, "join-room", { roomId: id });
+      const firstAck = await ask(first, "join-room", { roomId: id });
+      if (!firstAck.ok) throw new Error(`round ${i}: the first joiner was refused: ${JSON.stringify(firstAck)}`);
       const racers = await Promise.all(Array.from({ length: contenders }, () => connect()));
       const acks = await Promise.all(racers.map((s) => ask(s, "join-room", { roomId: id })));
-      const info = await http("GET", `/api/rooms/${id}`);
-      results.push({ oks: acks.filter((a) => a.ok).length, codes: acks.filter((a) => !a.ok).map((a) => a.error.code), members: info.body.peerCount });
+      const info = await http("GET", `/api/rooms/${id}`, undefined, {}, urls[i % urls.length]);
+      results.push({ oks: acks.filter((a) => a.ok).length, codes: acks.filter((a) => !a.ok).map((a) => a.error.code), members: info.body.peerCount, instances: new Set([first, ...racers].map((s) => s.url)).size });
       for (const s of [first, ...racers]) s.disconnect();
     }
     return { results };
@@ -331,6 +409,18 @@ const scenarios = {
     r.deliveredToC = c.log.filter(([e]) => ["offer", "ice-candidate", "signal", "message", "peer-updated"].includes(e)).length;
     r.offerInRoomStillWorks = await ask(a, "offer", { targetId: b.peerId, offer: {} });
     await waitFor(b, "offer");
+    if (args.pairBarrier) {
+      // Across instances `barrier(c)` only flushes c's own instance. A barrier for the a → c
+      // pair: c joins a's room and a sends it a marker; per-pair order puts anything a's
+      // refused events had let through before it.
+      r.cJoinsIso1 = await ask(c, "join-room", { roomId: "iso-1" });
+      r.markerAck = await ask(a, "offer", { targetId: c.peerId, offer: { type: "offer", sdp: "marker" } });
+      await waitFor(c, "offer", (p) => p.offer.sdp === "marker");
+      await barrier(c);
+      r.deliveredToCBeforeMarker = c.log.filter(
+        ([e, p]) => ["offer", "ice-candidate", "signal", "message", "peer-updated"].includes(e) && !(e === "offer" && p.offer?.sdp === "marker"),
+      ).length;
+    }
     return r;
   },
 
@@ -947,6 +1037,271 @@ const scenarios = {
     const gone = new Promise((resolve) => a.once("disconnect", (reason) => resolve(reason)));
     out({ connected: true });
     return { disconnectReason: await gone };
+  },
+
+  // ---- Multi-instance (SPEC section 4, "Multi-instance"): URL is a list, one per instance. ----
+
+  // a, b and c are given the instances round-robin (three URLs: one each). All join one room;
+  // every relayed event type crosses between a and b both ways; c sees the room-wide events;
+  // leave-room on one instance is seen on the others.
+  async clusterJoin() {
+    const room = args.room ?? "cluster";
+    const a = await connect();
+    const b = await connect({ transports: [args.transportB ?? "websocket"] });
+    const c = await connect();
+    const r = { instances: [a.url, b.url, c.url] };
+    r.joinA = await ask(a, "join-room", { roomId: room, userId: "ann", displayName: "Ann", metadata: { role: "host" } });
+    r.roomUsersA = await waitFor(a, "room-users", (p) => p.roomId === room);
+    r.joinB = await ask(b, "join-room", { roomId: room, userId: "bob", displayName: "Bob" });
+    r.roomUsersB = await waitFor(b, "room-users", (p) => p.roomId === room);
+    r.bJoinedAtA = await waitFor(a, "user-joined", (p) => p.peer?.peerId === b.peerId);
+    r.joinC = await ask(c, "join-room", { roomId: room, displayName: "Cy" });
+    r.roomUsersC = await waitFor(c, "room-users", (p) => p.roomId === room);
+    r.cJoinedAtA = await waitFor(a, "user-joined", (p) => p.peer?.peerId === c.peerId);
+    r.cJoinedAtB = await waitFor(b, "user-joined", (p) => p.peer?.peerId === c.peerId);
+    r.ids = { a: a.peerId, b: b.peerId, c: c.peerId };
+    r.relay = {};
+    for (const [from, to, dir] of [[a, b, "ab"], [b, a, "ba"]]) {
+      const d = {};
+      d.offerAck = await ask(from, "offer", { targetId: to.peerId, offer: { type: "offer", sdp: `offer-${dir}` }, roomId: room, from: "forged" });
+      d.offer = await waitFor(to, "offer", (p) => p.offer?.sdp === `offer-${dir}`);
+      d.answerAck = await ask(from, "answer", { targetId: to.peerId, answer: { type: "answer", sdp: `answer-${dir}` } });
+      d.answer = await waitFor(to, "answer", (p) => p.answer?.sdp === `answer-${dir}`);
+      d.candidateAck = await ask(from, "ice-candidate", { targetId: to.peerId, candidate: { candidate: `candidate:${dir}`, sdpMid: "0" } });
+      d.candidate = await waitFor(to, "ice-candidate", (p) => p.candidate?.candidate === `candidate:${dir}`);
+      d.signalAck = await ask(from, "signal", { to: to.peerId, data: { kind: `signal-${dir}` } });
+      d.signal = await waitFor(to, "signal", (p) => p.data?.kind === `signal-${dir}`);
+      d.messageAck = await ask(from, "message", { roomId: room, data: { text: `message-${dir}` } });
+      d.message = await waitFor(to, "message", (p) => p.data?.text === `message-${dir}`);
+      d.messageAtC = await waitFor(c, "message", (p) => p.data?.text === `message-${dir}`);
+      d.updateAck = await ask(from, "update-state", { roomId: room, state: { dir } });
+      d.peerUpdated = await waitFor(to, "peer-updated", (p) => p.state?.dir === dir);
+      d.peerUpdatedAtC = await waitFor(c, "peer-updated", (p) => p.state?.dir === dir);
+      r.relay[dir] = d;
+    }
+    // The room as the last instance sees it: both states stored.
+    r.roomView = (await http("GET", `/api/rooms/${room}`, undefined, adminHeaders(), urls[urls.length - 1])).body;
+    // c got a's and b's messages after their pair events (order per sender → target), so any
+    // pair event misdelivered to c would be in its log by now.
+    r.pairEventsAtC = c.log.filter(([e]) => ["offer", "answer", "ice-candidate", "signal"].includes(e)).length;
+    r.ownMessages = seen(a, "message").filter((p) => p.from === a.peerId).length + seen(b, "message").filter((p) => p.from === b.peerId).length;
+    r.leaveB = await ask(b, "leave-room", { roomId: room });
+    r.bLeftAtA = await waitFor(a, "user-left", (p) => p.peerId === b.peerId);
+    r.bLeftAtC = await waitFor(c, "user-left", (p) => p.peerId === b.peerId);
+    r.offerToLeaver = await ask(a, "offer", { targetId: b.peerId, offer: { type: "offer", sdp: "late" } });
+    r.roomAfterLeave = await http("GET", `/api/rooms/${room}`, undefined, {}, urls[1 % urls.length]);
+    return r;
+  },
+
+  // Room passwords across instances: a room made with a password by a join on the first
+  // instance is checked on the second; a REST room with a password made on the second is
+  // checked on the first.
+  async clusterPassword() {
+    const a = await connect({ url: urls[0] });
+    const b = await connect({ url: urls[1 % urls.length] });
+    const c = await connect({ url: urls[0] });
+    const r = {};
+    r.create = await ask(a, "join-room", { roomId: "locked-cluster", password: "s3cret" });
+    r.missing = await ask(b, "join-room", { roomId: "locked-cluster" });
+    r.wrong = await ask(b, "join-room", { roomId: "locked-cluster", password: "guess" });
+    r.right = await ask(b, "join-room", { roomId: "locked-cluster", password: "s3cret" });
+    r.bJoinedAtA = await waitFor(a, "user-joined", (p) => p.peer?.peerId === b.peerId);
+    r.restRoom = await http("POST", "/api/rooms", { name: "rest-locked", password: "pw" }, {}, urls[1 % urls.length]);
+    r.restWrong = await ask(c, "join-room", { roomId: r.restRoom.body?.id, password: "nope" });
+    r.restRight = await ask(c, "join-room", { roomId: r.restRoom.body?.id, password: "pw" });
+    r.viewAtOther = await http("GET", "/api/rooms/locked-cluster", undefined, {}, urls[1 % urls.length]);
+    r.listing = [];
+    for (const at of urls) r.listing.push((await http("GET", "/api/rooms", undefined, {}, at)).body);
+    return r;
+  },
+
+  // kill -9 of an instance. a stays on urls[0], b is on urls[1] (the one the test kills), c
+  // (three URLs) on urls[2]. Prints {"stage":"joined"}, then one {"stage":"userLeft"} line
+  // per survivor the moment it is told b left, so the test can time it from the kill; then
+  // reads the room on every survivor (REST) and their `/stats` (`args.metrics`).
+  async clusterKill() {
+    const room = args.room ?? "kill";
+    const a = await connect({ url: urls[0] });
+    const b = await connect({ url: urls[1 % urls.length] });
+    const c = urls.length > 2 ? await connect({ url: urls[2] }) : null;
+    const r = {};
+    r.joinA = await ask(a, "join-room", { roomId: room });
+    r.joinB = await ask(b, "join-room", { roomId: room });
+    await waitFor(a, "user-joined", (p) => p.peer?.peerId === b.peerId);
+    if (c) {
+      r.joinC = await ask(c, "join-room", { roomId: room });
+      await waitFor(a, "user-joined", (p) => p.peer?.peerId === c.peerId);
+      await waitFor(b, "user-joined", (p) => p.peer?.peerId === c.peerId);
+    }
+    r.ids = { a: a.peerId, b: b.peerId, c: c?.peerId ?? null };
+    const ms = args.waitMs ?? 40000;
+    const told = (s, name) =>
+      waitFor(s, "user-left", (p) => p.peerId === b.peerId, ms).then((p) => {
+        out({ stage: "userLeft", at: name, payload: p });
+        return p;
+      });
+    const survivors = [told(a, "a"), ...(c ? [told(c, "c")] : [])];
+    out({ stage: "joined", ids: r.ids });
+    r.left = await Promise.all(survivors);
+    r.offerToDead = await ask(a, "offer", { targetId: b.peerId, offer: { type: "offer", sdp: "dead" } });
+    if (c) {
+      r.aToC = await ask(a, "offer", { targetId: c.peerId, offer: { type: "offer", sdp: "alive" } });
+      r.aToCDelivered = await waitFor(c, "offer", (p) => p.offer?.sdp === "alive");
+    }
+    r.survivorsConnected = [a.connected, c ? c.connected : true];
+    // REST and /stats (`args.metrics`: the survivors' metrics listeners) while a and c are in.
+    r.rooms = [];
+    for (const at of urls.filter((_, i) => i !== 1)) r.rooms.push(await http("GET", `/api/rooms/${room}`, undefined, {}, at));
+    r.stats = [];
+    for (const m of args.metrics ?? []) r.stats.push((await http("GET", "/stats", undefined, {}, m)).body);
+    return r;
+  },
+
+  // Redis outage (the test stops and restarts Redis between the stages). a on urls[0] and b
+  // on urls[1] share a room; prints {"stage":"joined"}; on "outage" (stdin) both ask events
+  // that need Redis in a loop and record every ack's code ("no-ack" when none came within
+  // 5 s); prints {"stage":"outage", during}; on "back" (stdin) checks that the peers, still
+  // in their room, reach each other again. Every event is tagged, so the final result also
+  // says which of the events acked `unavailable` were delivered anyway.
+  async redisOutage() {
+    const room = "outage";
+    const a = await connect({ url: urls[0] });
+    const b = await connect({ url: urls[1 % urls.length] });
+    const r = {};
+    r.joinA = await ask(a, "join-room", { roomId: room });
+    r.joinB = await ask(b, "join-room", { roomId: room });
+    await waitFor(a, "user-joined", (p) => p.peer?.peerId === b.peerId);
+    out({ stage: "joined" });
+    await expectCommand("outage", 60000);
+    const kinds = [
+      [a, "message", (t) => ({ roomId: room, data: t })],
+      [b, "offer", (t) => ({ targetId: a.peerId, offer: { type: "offer", sdp: t } })],
+      [a, "signal", (t) => ({ to: b.peerId, data: t })],
+      [b, "message", (t) => ({ roomId: room, data: t })],
+      [a, "join-room", (t) => ({ roomId: t })],
+    ];
+    const during = [];
+    const until = Date.now() + (args.outageMs ?? 8000);
+    const enough = () => kinds.every(([s, e]) => during.filter((d) => d.sender === (s === a ? "a" : "b") && d.event === e && d.code === "unavailable").length >= 1);
+    for (let i = 0; Date.now() < until && !(during.length >= 2 * kinds.length && enough()); i++) {
+      const [s, event, make] = kinds[i % kinds.length];
+      const tag = `during-${i}`;
+      during.push({ sender: s === a ? "a" : "b", event, tag, code: await askCode(s, event, make(tag)) });
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    r.during = during;
+    out({ stage: "outage", during });
+    await expectCommand("back", 90000);
+    // Retried while `unavailable`, bounded: the instance may need a moment after /ready.
+    const untilOk = async (s, event, data) => {
+      const deadline = Date.now() + 10000;
+      const codes = [];
+      for (;;) {
+        const code = await askCode(s, event, data);
+        codes.push(code);
+        if (code !== "unavailable" || Date.now() > deadline) return { code, attempts: codes.length, codes };
+        await new Promise((res) => setTimeout(res, 200));
+      }
+    };
+    r.after = {};
+    r.after.offerAB = await untilOk(a, "offer", { targetId: b.peerId, offer: { type: "offer", sdp: "after-ab" } });
+    r.after.offerAtB = await waitFor(b, "offer", (p) => p.offer?.sdp === "after-ab").catch((e) => String(e));
+    r.after.offerBA = await untilOk(b, "offer", { targetId: a.peerId, offer: { type: "offer", sdp: "after-ba" } });
+    r.after.offerAtA = await waitFor(a, "offer", (p) => p.offer?.sdp === "after-ba").catch((e) => String(e));
+    r.after.messageAB = await untilOk(a, "message", { roomId: room, data: "after-message" });
+    r.after.messageAtB = await waitFor(b, "message", (p) => p.data === "after-message").catch((e) => String(e));
+    r.after.roomView = await http("GET", `/api/rooms/${room}`, undefined, {}, urls[1 % urls.length]);
+    // Per-pair order: the after-events came last, so every during-event delivered is here.
+    const delivered = new Set();
+    for (const s of [a, b]) {
+      for (const [e, p] of s.log) {
+        if (e === "message" && typeof p.data === "string") delivered.add(p.data);
+        if (e === "offer" && typeof p.offer?.sdp === "string") delivered.add(p.offer.sdp);
+        if (e === "signal" && typeof p.data === "string") delivered.add(p.data);
+      }
+    }
+    r.unavailableButDelivered = during.filter((d) => d.code === "unavailable" && delivered.has(d.tag)).map((d) => d.tag);
+    r.connected = { a: a.connected, b: b.connected };
+    r.disconnectReasons = { a: a.disconnectReason ?? null, b: b.disconnectReason ?? null };
+    return r;
+  },
+
+  // Redis restarted empty. a on urls[0], b on urls[1] share a room; prints {"stage":"joined"};
+  // on "wiped" (stdin) waits until both are disconnected by their instances (which find their
+  // registration gone and fence themselves) and prints {"stage":"disconnected"}; on "ready"
+  // new clients c and d (one per instance) join and talk across instances.
+  async redisWiped() {
+    const room = "wiped";
+    const a = await connect({ url: urls[0] });
+    const b = await connect({ url: urls[1 % urls.length] });
+    const r = {};
+    r.joinA = await ask(a, "join-room", { roomId: room });
+    r.joinB = await ask(b, "join-room", { roomId: room });
+    await waitFor(a, "user-joined", (p) => p.peer?.peerId === b.peerId);
+    r.ids = { a: a.peerId, b: b.peerId };
+    const ms = args.waitMs ?? 40000;
+    const gone = Promise.all([disconnected(a, ms), disconnected(b, ms)]);
+    gone.catch(() => {});
+    out({ stage: "joined" });
+    await expectCommand("wiped", 60000);
+    r.reasons = await gone;
+    out({ stage: "disconnected", reasons: r.reasons });
+    await expectCommand("ready", 90000);
+    const c = await connect({ url: urls[0] });
+    const d = await connect({ url: urls[1 % urls.length] });
+    r.joinC = await ask(c, "join-room", { roomId: room });
+    r.joinD = await ask(d, "join-room", { roomId: room });
+    r.dJoinedAtC = await waitFor(c, "user-joined", (p) => p.peer?.peerId === d.peerId);
+    r.offerCD = await ask(c, "offer", { targetId: d.peerId, offer: { type: "offer", sdp: "after-cd" } });
+    r.offerAtD = await waitFor(d, "offer", (p) => p.offer?.sdp === "after-cd");
+    r.offerDC = await ask(d, "offer", { targetId: c.peerId, offer: { type: "offer", sdp: "after-dc" } });
+    r.offerAtC = await waitFor(c, "offer", (p) => p.offer?.sdp === "after-dc");
+    r.messageCD = await ask(c, "message", { roomId: room, data: "after-message" });
+    r.messageAtD = await waitFor(d, "message", (p) => p.data === "after-message");
+    r.offerToOldA = await ask(d, "offer", { targetId: a.peerId, offer: { type: "offer", sdp: "ghost" } });
+    r.roomView = await http("GET", `/api/rooms/${room}`, undefined, {}, urls[1 % urls.length]);
+    r.ids.c = c.peerId;
+    r.ids.d = d.peerId;
+    return r;
+  },
+
+  // REST over a cluster: a room made by POST on the first instance is seen on the second;
+  // members joined through both are counted the same from both; `/stats` of every instance
+  // (`args.metrics`: the metrics listeners' base URLs) counts the whole cluster; DELETE on the
+  // second instance removes a member connected to the first.
+  async clusterRest() {
+    const [u0, u1] = [urls[0], urls[1 % urls.length]];
+    const stats = async () => Promise.all((args.metrics ?? []).map(async (m) => (await http("GET", "/stats", undefined, {}, m)).body));
+    const r = {};
+    r.statsBefore = await stats();
+    r.created = await http("POST", "/api/rooms", { name: "shared", maxPeers: 4 }, {}, u0);
+    const id = r.created.body?.id;
+    r.id = id;
+    r.atOther = await http("GET", `/api/rooms/${id}`, undefined, {}, u1);
+    r.listAtOther = await http("GET", "/api/rooms", undefined, {}, u1);
+    const a = await connect({ url: u0 });
+    const b = await connect({ url: u1 });
+    const c = await connect({ url: u1 });
+    r.joinA = await ask(a, "join-room", { roomId: id });
+    r.joinB = await ask(b, "join-room", { roomId: id });
+    r.joinC = await ask(c, "join-room", { roomId: "free-cluster" });
+    await waitFor(a, "user-joined", (p) => p.peer?.peerId === b.peerId);
+    r.ids = { a: a.peerId, b: b.peerId, c: c.peerId };
+    r.views = [];
+    for (const at of [u0, u1]) r.views.push((await http("GET", `/api/rooms/${id}`, undefined, {}, at)).body);
+    r.adminViews = [];
+    for (const at of [u0, u1]) r.adminViews.push((await http("GET", `/api/rooms/${id}`, undefined, adminHeaders(), at)).body);
+    r.freeAtFirst = await http("GET", "/api/rooms/free-cluster", undefined, {}, u0);
+    r.statsDuring = await stats();
+    r.deleted = await http("DELETE", `/api/rooms/${id}`, undefined, adminHeaders(), u1);
+    r.leftAtA = await waitFor(a, "user-left", (p) => p.peerId === a.peerId);
+    r.leftAtB = await waitFor(b, "user-left", (p) => p.peerId === a.peerId);
+    r.after = [];
+    for (const at of [u0, u1]) r.after.push((await http("GET", `/api/rooms/${id}`, undefined, {}, at)).status);
+    r.messageAfterA = await ask(a, "message", { roomId: id, data: 1 });
+    r.messageAfterB = await ask(b, "message", { roomId: id, data: 1 });
+    r.statsAfter = await stats();
+    return r;
   },
 };
 

@@ -364,3 +364,235 @@ metrics_listen = "127.0.0.1:{metrics}"
         metrics = ports.metrics,
     )
 }
+
+impl Service {
+    /// Kills the process with SIGKILL (no shutdown path runs: what a crash or an OOM kill
+    /// looks like) and reaps it. Panics when it had already exited.
+    pub fn kill9(&mut self) {
+        let mut child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("{} was already reaped", self.name));
+        let exited = child.try_wait().expect("query the child's status");
+        assert!(
+            exited.is_none(),
+            "{} had already exited ({exited:?}) before kill -9\n--- stderr ---\n{}",
+            self.name,
+            self.logs()
+        );
+        // `Child::kill` is SIGKILL on Unix.
+        child.kill().expect("SIGKILL the service");
+        child.wait().expect("reap the killed service");
+    }
+}
+
+/// How long `redis-server` may take to answer `PING`.
+pub const REDIS_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A private `redis-server` on a loopback port, with an append-only file fsynced on every
+/// write in its own temporary folder: [`RedisServer::start_again`] brings it back with its
+/// data, [`RedisServer::wipe_and_start_again`] without. Killed on drop.
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+    /// Holds `data/` (the `--dir`, where the append-only files go) and `redis.log`.
+    dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for RedisServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisServer")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on a [`free_port`] and waits (bounded) until it answers `PING`.
+    /// Fails the test loudly when `redis-server` is not installed.
+    #[must_use]
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("redis tempdir");
+        std::fs::create_dir_all(dir.path().join("data")).expect("redis data folder");
+        let mut redis = Self {
+            port: free_port(),
+            child: None,
+            dir,
+        };
+        redis.launch();
+        redis
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether the process runs (started and not yet stopped or killed).
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    fn launch(&mut self) {
+        assert!(self.child.is_none(), "redis-server is already running");
+        let redis = require_tool("redis-server");
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("redis log file");
+        let log_err = log.try_clone().expect("redis log file");
+        let child = Command::new(redis)
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--dir"])
+            .arg(self.data_dir())
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .args(["--protected-mode", "no", "--daemonize", "no"])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        self.wait_pong();
+    }
+
+    /// Waits until a fresh TCP connection gets `+PONG` for `PING` (not `-LOADING`).
+    fn wait_pong(&mut self) {
+        let deadline = Instant::now() + REDIS_READY_TIMEOUT;
+        let mut last = String::from("no answer yet");
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                panic!(
+                    "redis-server exited with {status} at start\n--- redis log ---\n{}",
+                    self.logs()
+                );
+            }
+            match ping(self.port) {
+                Ok(answer) if answer.starts_with("+PONG") => return,
+                Ok(answer) => last = answer,
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "redis-server on port {} did not answer PING within {REDIS_READY_TIMEOUT:?} \
+             (last: {last})\n--- redis log ---\n{}",
+            self.port,
+            self.logs()
+        );
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit. Redis flushes the append-only file first.
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("redis-server is not running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -TERM redis-server failed");
+        let deadline = Instant::now() + REDIS_READY_TIMEOUT;
+        loop {
+            if child.try_wait().expect("redis-server status").is_some() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "redis-server did not exit within {REDIS_READY_TIMEOUT:?} of SIGTERM\n\
+                     --- redis log ---\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts again on the same port and folder: the data written before [`Self::stop`] or
+    /// [`Self::kill`] is loaded back.
+    pub fn start_again(&mut self) {
+        self.launch();
+    }
+
+    /// Stops the server when it runs, deletes everything in its data folder, and starts it
+    /// again on the same port: every key is gone.
+    pub fn wipe_and_start_again(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        let data = self.data_dir();
+        std::fs::remove_dir_all(&data).expect("wipe the redis data folder");
+        std::fs::create_dir_all(&data).expect("recreate the redis data folder");
+        self.launch();
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Everything redis-server logged so far (every run).
+    #[must_use]
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One `PING` on a fresh connection; the first line of the answer.
+fn ping(port: u16) -> std::io::Result<String> {
+    use std::io::Write;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    conn.set_read_timeout(Some(Duration::from_millis(500)))?;
+    conn.write_all(b"PING\r\n")?;
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    while !got.contains(&b'\n') {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    Ok(String::from_utf8_lossy(&got).trim_end().to_string())
+}

@@ -123,3 +123,210 @@ pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&Val
         body,
     }
 }
+
+// ---- Multi-instance (SPEC section 4, "Multi-instance") ----------------------------------
+
+/// The `[signaling]` keys that put an instance in a cluster: `redis_url` and `redis_prefix`,
+/// then `extra`.
+pub fn cluster_extra(redis_url: &str, prefix: &str, extra: &str) -> String {
+    format!("redis_url = \"{redis_url}\"\nredis_prefix = \"{prefix}\"\n{extra}")
+}
+
+/// A Redis key prefix no other test of this run (or a concurrent run) uses: `t<name>-<pid>-<n>`.
+pub fn unique_prefix(name: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(32)
+        .collect();
+    format!("t{name}-{}-{n}", std::process::id())
+}
+
+/// The driver's URL argument for several instances: their base URLs, comma-separated.
+pub fn bases(ports: &[&Ports]) -> String {
+    ports.iter().map(|p| base(p)).collect::<Vec<_>>().join(",")
+}
+
+/// Every service's stderr, for a failure message.
+pub fn all_logs(svcs: &[&Service]) -> String {
+    svcs.iter()
+        .enumerate()
+        .map(|(i, s)| format!("--- instance {i} ({}) log ---\n{}", s.name, s.logs()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs a driver scenario against `urls` (see [`bases`]) and returns its JSON result; panics
+/// with every service's log on a driver error.
+pub fn drive_at(svcs: &[&Service], urls: &str, scenario: &str, args: &Value) -> Value {
+    let node = require_tool("node");
+    let out = Command::new(node)
+        .arg(driver_path())
+        .arg(scenario)
+        .arg(urls)
+        .arg(args.to_string())
+        .current_dir(driver_path().parent().expect("js dir"))
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "driver printed no JSON ({e}): stdout={stdout} stderr={}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            all_logs(svcs)
+        )
+    });
+    if let Some(err) = v.get("error").filter(|e| e.is_string()) {
+        panic!("driver failed: {err}\n{}", all_logs(svcs));
+    }
+    v
+}
+
+/// A driver scenario that runs in stages: its stdout lines are read as they come (each one
+/// JSON object; `{"stage": ...}` for the intermediate ones), and commands are written to its
+/// stdin. Killed on drop.
+pub struct Staged {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Staged {
+    /// Starts `scenario` against `urls`.
+    pub fn spawn(urls: &str, scenario: &str, args: &Value) -> Self {
+        use std::io::BufRead;
+        let node = require_tool("node");
+        let dir = tempfile::tempdir().expect("driver tempdir");
+        let stderr_path = dir.path().join("driver-stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("driver stderr file");
+        let mut child = Command::new(node)
+            .arg(driver_path())
+            .arg(scenario)
+            .arg(urls)
+            .arg(args.to_string())
+            .current_dir(driver_path().parent().expect("js dir"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("run node");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("driver stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            lines,
+            stderr_path,
+            _dir: dir,
+        }
+    }
+
+    /// The next JSON line within `timeout`; `Err` on a timeout, the end of the output, a line
+    /// that is not JSON, or a driver `{"error": ...}`.
+    pub fn next(&mut self, timeout: Duration) -> Result<Value, String> {
+        let line = self.lines.recv_timeout(timeout).map_err(|e| match e {
+            std::sync::mpsc::RecvTimeoutError::Timeout => {
+                format!("the driver printed nothing within {timeout:?}")
+            }
+            std::sync::mpsc::RecvTimeoutError::Disconnected => {
+                "the driver ended its output".to_string()
+            }
+        })?;
+        let v: Value = serde_json::from_str(&line)
+            .map_err(|e| format!("driver line is not JSON ({e}): {line}"))?;
+        if let Some(err) = v.get("error").filter(|e| e.is_string()) {
+            return Err(format!("driver failed: {err}"));
+        }
+        Ok(v)
+    }
+
+    /// The next line, which must be `{"stage": stage, ...}`; panics (with `logs`) otherwise.
+    pub fn expect_stage(&mut self, stage: &str, timeout: Duration, logs: &str) -> Value {
+        match self.next(timeout) {
+            Ok(v) if v["stage"] == stage => v,
+            Ok(v) => panic!(
+                "expected stage {stage}, got {v}\n--- driver stderr ---\n{}\n{logs}",
+                self.stderr()
+            ),
+            Err(e) => panic!(
+                "waiting for stage {stage}: {e}\n--- driver stderr ---\n{}\n{logs}",
+                self.stderr()
+            ),
+        }
+    }
+
+    /// Writes one command line to the driver's stdin.
+    pub fn command(&mut self, cmd: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("driver stdin");
+        writeln!(stdin, "{cmd}").expect("write a command to the driver");
+        stdin.flush().expect("flush the driver's stdin");
+    }
+
+    /// The final result (the next line without `stage`); panics (with `logs`) on a driver
+    /// error or a timeout.
+    pub fn finish(&mut self, timeout: Duration, logs: &str) -> Value {
+        match self.next(timeout) {
+            Ok(v) if v.get("stage").is_none() => v,
+            Ok(v) => panic!(
+                "expected the final result, got stage {v}\n--- driver stderr ---\n{}\n{logs}",
+                self.stderr()
+            ),
+            Err(e) => panic!(
+                "waiting for the final result: {e}\n--- driver stderr ---\n{}\n{logs}",
+                self.stderr()
+            ),
+        }
+    }
+
+    /// What the driver wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The status of `GET url`, or `None` when nothing answered (refused, reset, timed out).
+pub fn try_status(url: &str) -> Option<u16> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(3)))
+        .build()
+        .into();
+    agent.get(url).call().ok().map(|r| r.status().as_u16())
+}
+
+/// Polls `GET url` until it answers `want`, within `deadline`: `Ok(how long it took)`, or
+/// `Err(the last status seen)`.
+pub fn poll_status(url: &str, want: u16, deadline: Duration) -> Result<Duration, Option<u16>> {
+    let start = std::time::Instant::now();
+    let mut last = None;
+    while start.elapsed() < deadline {
+        last = try_status(url);
+        if last == Some(want) {
+            return Ok(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(last)
+}
