@@ -5,6 +5,11 @@
 //! open-loop at R/s round-robin to its room-mates. Receivers record one-way latency (a shared
 //! monotonic origin: every peer lives in this process), per (sender, target) order and gaps.
 //!
+//! Several servers (`--url A --url B`, or `--url A,B`): the peer at position k of its room
+//! (peer `i` is at position `i % K`) connects to URL `k % n`, so a room spans the servers and
+//! a message between two peers on different servers crosses instances; those deliveries are
+//! also counted and timed on their own (`cross_*` in the report).
+//!
 //! Threads: `--threads T` OS threads, each running a current-thread tokio runtime with a
 //! `LocalSet`; peer `i` lives on thread `i % T` and all peers of a thread share one set of
 //! counters and histograms (merged at the end), so the hot path takes no locks.
@@ -52,8 +57,10 @@ const READ_BUFFER: usize = 8 * 1024;
 )]
 struct Args {
     /// Server base URL, e.g. ws://127.0.0.1:8080 (the Socket.IO path is appended unless given).
-    #[arg(long)]
-    url: String,
+    /// Repeat it (or comma-separate) for several instances of one cluster: the peer at
+    /// position k of its room connects to URL k % n.
+    #[arg(long, required = true, value_delimiter = ',')]
+    url: Vec<String>,
     /// Number of peers (connections).
     #[arg(long, default_value_t = 1000)]
     peers: usize,
@@ -72,9 +79,14 @@ struct Args {
     /// OS threads, each with its own single-threaded runtime.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// PID of the server, for its CPU time and RSS from /proc.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// PID of the server, for its CPU time and RSS from /proc. Repeat it (or comma-separate)
+    /// for several instances: CPU time and RSS are summed (and CPU also given per PID).
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// PIDs of helper processes (e.g. redis-server) whose CPU time over the window is
+    /// reported on its own (`aux_cpu_*`), not added to the server's.
+    #[arg(long, value_delimiter = ',')]
+    aux_pid: Vec<u32>,
     /// Connect and join only, then hold: measures server memory per connection.
     #[arg(long)]
     idle: bool,
@@ -120,8 +132,8 @@ struct Shared {
     progress: Vec<Progress>,
     args: Args,
     origin: Instant,
-    addr: SocketAddr,
-    request_url: String,
+    /// (address, request URL) of each server, in `--url` order.
+    targets: Vec<(SocketAddr, String)>,
     run_id: String,
     peer_ids: Vec<OnceLock<String>>,
     joined: AtomicUsize,
@@ -149,6 +161,12 @@ impl Shared {
         idx / self.args.room_size
     }
 
+    /// Which server (index into `targets`) peer `idx` connects to: its position in its room,
+    /// modulo the number of servers.
+    fn target_of(&self, idx: usize) -> usize {
+        server_of(idx, self.args.room_size, self.targets.len())
+    }
+
     /// Indices of `idx`'s room-mates (excluding itself).
     fn mates(&self, idx: usize) -> Vec<usize> {
         let k = self.args.room_size;
@@ -158,12 +176,21 @@ impl Shared {
     }
 }
 
+/// Server of peer `idx` among `servers`, with rooms of `room_size`: its position in its room
+/// modulo the number of servers.
+fn server_of(idx: usize, room_size: usize, servers: usize) -> usize {
+    (idx % room_size) % servers
+}
+
 /// Counters and histograms of one thread.
 struct ThreadStats {
     /// This thread's index (its slot in `Shared::progress`).
     slot: usize,
     connect_us: Histogram<u64>,
     latency_us: Histogram<u64>,
+    /// Latency of the window's deliveries whose sender is on another server.
+    cross_latency_us: Histogram<u64>,
+    cross_delivered: u64,
     sent: u64,
     sent_total: u64,
     delivered: u64,
@@ -182,6 +209,8 @@ impl ThreadStats {
             slot,
             connect_us: new_hist(),
             latency_us: new_hist(),
+            cross_latency_us: new_hist(),
+            cross_delivered: 0,
             sent: 0,
             sent_total: 0,
             delivered: 0,
@@ -199,6 +228,8 @@ impl ThreadStats {
         // Both histograms have the same bounds, so add cannot fail.
         let _ = self.connect_us.add(&o.connect_us);
         let _ = self.latency_us.add(&o.latency_us);
+        let _ = self.cross_latency_us.add(&o.cross_latency_us);
+        self.cross_delivered += o.cross_delivered;
         self.sent += o.sent;
         self.sent_total += o.sent_total;
         self.delivered += o.delivered;
@@ -276,7 +307,11 @@ fn resolve_url(url: &str) -> Result<(SocketAddr, String)> {
 
 fn run(args: Args) -> Result<()> {
     validate(&args)?;
-    let (addr, request_url) = resolve_url(&args.url)?;
+    let targets = args
+        .url
+        .iter()
+        .map(|u| resolve_url(u))
+        .collect::<Result<Vec<_>>>()?;
     let run_id = {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -289,16 +324,19 @@ fn run(args: Args) -> Result<()> {
     };
 
     let clk_tck = clock_ticks_per_sec();
-    let rss_before = args.server_pid.and_then(|p| rss_kb(p).ok());
-    if let (Some(pid), None) = (args.server_pid, rss_before) {
-        bail!("cannot read /proc/{pid}/status: is --server-pid right?");
+    for &pid in &args.server_pid {
+        rss_kb(pid)
+            .with_context(|| format!("reading /proc/{pid}/status: is --server-pid right?"))?;
     }
+    for &pid in &args.aux_pid {
+        cpu_ticks(pid).with_context(|| format!("reading /proc/{pid}/stat: is --aux-pid right?"))?;
+    }
+    let rss_before = rss_sum(&args.server_pid);
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Connecting);
     let shared = Arc::new(Shared {
         origin: Instant::now(),
-        addr,
-        request_url,
+        targets,
         run_id,
         peer_ids: (0..args.peers).map(|_| OnceLock::new()).collect(),
         joined: AtomicUsize::new(0),
@@ -360,6 +398,8 @@ fn run(args: Args) -> Result<()> {
 
     let mut rss_after = None;
     let mut cpu_us_delta = None;
+    let mut cpu_us_each = Vec::new();
+    let mut aux_cpu_us = None;
     let mut self_cpu_us = None;
     let mut rss_end = None;
     let window_secs;
@@ -368,9 +408,7 @@ fn run(args: Args) -> Result<()> {
         let _ = phase_tx.send(Phase::Hold);
         // Let the server settle before reading its memory.
         std::thread::sleep(Duration::from_secs(1));
-        if let Some(pid) = args.server_pid {
-            rss_after = rss_kb(pid).ok();
-        }
+        rss_after = rss_sum(&args.server_pid);
         let hold = Duration::from_secs_f64(args.duration).saturating_sub(Duration::from_secs(1));
         std::thread::sleep(hold);
         window_secs = args.duration;
@@ -389,19 +427,36 @@ fn run(args: Args) -> Result<()> {
             window_end_ns,
         });
         sleep_until_ns(&shared, window_start_ns);
-        let cpu0 = args.server_pid.and_then(|p| cpu_ticks(p).ok());
+        let ticks = |pids: &[u32]| pids.iter().map(|&p| cpu_ticks(p).ok()).collect::<Vec<_>>();
+        let cpu0 = ticks(&args.server_pid);
+        let aux0 = ticks(&args.aux_pid);
         let self0 = cpu_ticks(std::process::id()).ok();
         sleep_until_ns(&shared, window_end_ns);
-        let cpu1 = args.server_pid.and_then(|p| cpu_ticks(p).ok());
+        let cpu1 = ticks(&args.server_pid);
+        let aux1 = ticks(&args.aux_pid);
         let self1 = cpu_ticks(std::process::id()).ok();
+        let us = |a: u64, b: u64| b.saturating_sub(a) as f64 * 1e6 / clk_tck as f64;
         if let (Some(a), Some(b)) = (self0, self1) {
-            self_cpu_us = Some(b.saturating_sub(a) as f64 * 1e6 / clk_tck as f64);
+            self_cpu_us = Some(us(a, b));
         }
-        if let Some(pid) = args.server_pid {
-            rss_end = rss_kb(pid).ok();
+        rss_end = rss_sum(&args.server_pid);
+        // A process that exited (or whose /proc could not be read) makes the sum unknown.
+        let deltas = |t0: &[Option<u64>], t1: &[Option<u64>]| {
+            t0.iter()
+                .zip(t1)
+                .map(|(a, b)| Some(us((*a)?, (*b)?)))
+                .collect::<Option<Vec<f64>>>()
+        };
+        if let Some(each) = deltas(&cpu0, &cpu1)
+            && !each.is_empty()
+        {
+            cpu_us_delta = Some(each.iter().sum());
+            cpu_us_each = each;
         }
-        if let (Some(a), Some(b)) = (cpu0, cpu1) {
-            cpu_us_delta = Some(b.saturating_sub(a) as f64 * 1e6 / clk_tck as f64);
+        if let Some(each) = deltas(&aux0, &aux1)
+            && !each.is_empty()
+        {
+            aux_cpu_us = Some(each.iter().sum());
         }
         wait_drained(&shared);
         window_secs = args.duration;
@@ -420,6 +475,8 @@ fn run(args: Args) -> Result<()> {
             connect_elapsed,
             window_secs,
             cpu_us_delta,
+            cpu_us_each,
+            aux_cpu_us,
             self_cpu_us,
             rss_before,
             rss_after,
@@ -432,7 +489,12 @@ fn run(args: Args) -> Result<()> {
 struct Report {
     connect_elapsed: Duration,
     window_secs: f64,
+    /// CPU time of the server PIDs over the window, summed (µs).
     cpu_us_delta: Option<f64>,
+    /// The same per server PID, in `--server-pid` order (empty if unknown).
+    cpu_us_each: Vec<f64>,
+    /// CPU time of the `--aux-pid` processes over the window, summed (µs).
+    aux_cpu_us: Option<f64>,
     /// This process's own CPU time over the window: what the load itself cost.
     self_cpu_us: Option<f64>,
     rss_before: Option<u64>,
@@ -459,6 +521,12 @@ fn report(args: &Args, s: &ThreadStats, r: Report) {
         (Some(c), d) if d > 0 => Some(c / d as f64),
         _ => None,
     };
+    let aux_per_msg = match (r.aux_cpu_us, s.delivered) {
+        (Some(c), d) if d > 0 => Some(c / d as f64),
+        _ => None,
+    };
+    let pct = |c: f64| c / (r.window_secs * 1e4);
+    let multi = args.url.len() > 1;
     let server_rss = if args.idle { r.rss_after } else { r.rss_end };
     let rss_per_conn = match (args.idle, r.rss_before, r.rss_after) {
         (true, Some(b), Some(a)) => Some((a as f64 - b as f64) / args.peers as f64),
@@ -488,6 +556,13 @@ fn report(args: &Args, s: &ThreadStats, r: Report) {
             "p50_ms": ms(&s.latency_us, 0.5),
             "p99_ms": ms(&s.latency_us, 0.99),
             "p999_ms": ms(&s.latency_us, 0.999),
+            "servers": args.url.len(),
+            "cross_delivered": multi.then_some(s.cross_delivered),
+            "cross_p50_ms": multi.then(|| ms(&s.cross_latency_us, 0.5)),
+            "cross_p99_ms": multi.then(|| ms(&s.cross_latency_us, 0.99)),
+            "server_cpu_pct_each": r.cpu_us_each.iter().map(|&c| pct(c)).collect::<Vec<_>>(),
+            "aux_cpu_us_per_msg": aux_per_msg,
+            "aux_cpu_pct": r.aux_cpu_us.map(pct),
             "max_ms": if s.latency_us.is_empty() { 0.0 } else { s.latency_us.max() as f64 / 1000.0 },
             "server_cpu_us_per_msg": cpu_per_msg,
             "server_cpu_pct": r.cpu_us_delta.map(|c| c / (r.window_secs * 1e4)),
@@ -504,10 +579,11 @@ fn report(args: &Args, s: &ThreadStats, r: Report) {
         return;
     }
     println!(
-        "switchboard-loadgen: {} peers, rooms of {}, {} thread(s){}",
+        "switchboard-loadgen: {} peers, rooms of {}, {} thread(s), {} server(s){}",
         args.peers,
         args.room_size,
         args.threads,
+        args.url.len(),
         if args.idle { ", idle" } else { "" }
     );
     println!(
@@ -539,6 +615,14 @@ fn report(args: &Args, s: &ThreadStats, r: Report) {
                 s.latency_us.max() as f64 / 1000.0
             }
         );
+        if multi {
+            println!(
+                "  across servers: delivered {}  latency p50 {:.3} ms  p99 {:.3} ms",
+                s.cross_delivered,
+                ms(&s.cross_latency_us, 0.5),
+                ms(&s.cross_latency_us, 0.99)
+            );
+        }
     }
     println!(
         "  reordered {}  gaps {}  error events {}  disconnects {}",
@@ -549,6 +633,21 @@ fn report(args: &Args, s: &ThreadStats, r: Report) {
             "  server CPU {:.1} % of a core; {} µs per delivered message",
             c / (r.window_secs * 1e4),
             cpu_per_msg.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"))
+        );
+        if r.cpu_us_each.len() > 1 {
+            let each: Vec<String> = r
+                .cpu_us_each
+                .iter()
+                .map(|&c| format!("{:.1} %", pct(c)))
+                .collect();
+            println!("    per server: {}", each.join(", "));
+        }
+    }
+    if let Some(c) = r.aux_cpu_us {
+        println!(
+            "  helper processes CPU {:.1} % of a core; {} µs per delivered message",
+            pct(c),
+            aux_per_msg.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"))
         );
     }
     if let Some(c) = r.self_cpu_us {
@@ -673,7 +772,9 @@ async fn connect_and_join(
     stats: &RefCell<ThreadStats>,
 ) -> Result<(Ws, String)> {
     let args = &shared.args;
-    let sock = if shared.addr.is_ipv4() {
+    let (addr, request_url) = &shared.targets[shared.target_of(idx)];
+    let addr = *addr;
+    let sock = if addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
         TcpSocket::new_v6()
@@ -685,20 +786,17 @@ async fn connect_and_join(
             .with_context(|| format!("binding source address {ip}"))?;
     }
     let stream = sock
-        .connect(shared.addr)
+        .connect(addr)
         .await
-        .with_context(|| format!("TCP connect to {}", shared.addr))?;
+        .with_context(|| format!("TCP connect to {addr}"))?;
     stream.set_nodelay(true).context("TCP_NODELAY")?;
     // tungstenite zero-fills its whole read buffer before every read (128 KiB by default):
     // at tens of thousands of frames per second that memset was over half of the CPU.
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
-    let (mut ws, _resp) = tokio_tungstenite::client_async_with_config(
-        shared.request_url.as_str(),
-        stream,
-        Some(config),
-    )
-    .await
-    .context("WebSocket handshake")?;
+    let (mut ws, _resp) =
+        tokio_tungstenite::client_async_with_config(request_url.as_str(), stream, Some(config))
+            .await
+            .context("WebSocket handshake")?;
 
     let open = next_text(&mut ws)
         .await
@@ -787,6 +885,8 @@ fn find_from(s: &str) -> Option<&str> {
 struct Mate {
     id: String,
     next_seq: u64,
+    /// The mate is connected to another server than this peer.
+    cross: bool,
 }
 
 struct Window {
@@ -818,8 +918,10 @@ fn on_frame(
         shared.progress[st.slot]
             .received
             .store(st.delivered_total, Ordering::Release);
+        let mut cross = false;
         match mates.iter_mut().find(|m| m.id == from) {
             Some(m) => {
+                cross = m.cross;
                 if seq == m.next_seq {
                     m.next_seq += 1;
                 } else if seq > m.next_seq {
@@ -835,6 +937,10 @@ fn on_frame(
             st.delivered += 1;
             let us = (now.saturating_sub(sent_at) / 1000).clamp(1, HIST_MAX_US);
             let _ = st.latency_us.record(us);
+            if cross {
+                st.cross_delivered += 1;
+                let _ = st.cross_latency_us.record(us);
+            }
         }
     } else if t.starts_with("42[\"error\"") {
         stats.borrow_mut().errors += 1;
@@ -953,6 +1059,7 @@ async fn peer(idx: usize, shared: Arc<Shared>, stats: Rc<RefCell<ThreadStats>>) 
                 mates.push(Mate {
                     id: id.clone(),
                     next_seq: 0,
+                    cross: shared.target_of(j) != shared.target_of(idx),
                 });
             }
         }
@@ -1047,6 +1154,14 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(utime + stime)
 }
 
+/// VmRSS of `pids` in kB, summed; None if there are none or one cannot be read.
+fn rss_sum(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| rss_kb(p).ok()).sum()
+}
+
 /// VmRSS of `pid` in kB.
 fn rss_kb(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -1080,5 +1195,36 @@ mod tests {
             u,
             "ws://127.0.0.1:8080/socket.io/?EIO=4&transport=websocket"
         );
+    }
+
+    #[test]
+    fn room_spreads_over_servers() {
+        // Rooms of 4 over 2 servers: positions 0 and 2 on the first, 1 and 3 on the second.
+        let got: Vec<usize> = (0..8).map(|i| server_of(i, 4, 2)).collect();
+        assert_eq!(got, [0, 1, 0, 1, 0, 1, 0, 1]);
+        // Rooms of 3 over 2 servers: the position in the room decides, not the peer index.
+        let got: Vec<usize> = (0..6).map(|i| server_of(i, 3, 2)).collect();
+        assert_eq!(got, [0, 1, 0, 0, 1, 0]);
+        assert!((0..100).all(|i| server_of(i, 4, 1) == 0));
+    }
+
+    #[test]
+    fn several_urls_and_pids() {
+        let a = Args::try_parse_from([
+            "lg",
+            "--url",
+            "ws://127.0.0.1:1,ws://127.0.0.1:2",
+            "--url",
+            "ws://127.0.0.1:3",
+            "--server-pid",
+            "10,11",
+            "--aux-pid",
+            "12",
+        ])
+        .expect("valid arguments");
+        assert_eq!(a.url.len(), 3);
+        assert_eq!(a.server_pid, [10, 11]);
+        assert_eq!(a.aux_pid, [12]);
+        assert!(Args::try_parse_from(["lg"]).is_err(), "--url is required");
     }
 }
