@@ -205,6 +205,12 @@ impl Authenticator {
         }
     }
 
+    /// `auth = "none"`: anyone may connect.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        matches!(self.mode, Mode::None)
+    }
+
     /// Checks the admin token. `None` when no admin token is configured (admin API off).
     #[must_use]
     pub fn check_admin(&self, token: Option<&str>) -> Option<bool> {

@@ -320,7 +320,17 @@ impl Cluster {
         let raw: String = match inv.invoke_async(&mut conn).await {
             Ok(r) => r,
             Err(e) => {
-                self.up.store(false, Ordering::SeqCst);
+                // Only a lost connection marks Redis down; a script error (a bug, or Redis
+                // out of memory) fails this one call.
+                if e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                {
+                    self.up.store(false, Ordering::SeqCst);
+                } else {
+                    tracing::warn!(op, error = %e, "Redis refused a state operation");
+                }
                 return Err(Fail::Redis(e.to_string()));
             }
         };
@@ -709,6 +719,112 @@ impl Cluster {
             .map(|c| (c.rooms, c.peers, c.instances))
     }
 
+    /// PeerJS: claims `id` for this instance (cluster-wide ids); the messages queued for it.
+    pub async fn peerjs_claim(
+        &self,
+        id: &str,
+        token: &str,
+    ) -> Result<(crate::peerjs::Claim, Vec<Arc<str>>), ()> {
+        #[derive(Deserialize)]
+        struct C {
+            replaced: u8,
+            #[serde(deserialize_with = "seq")]
+            queued: Vec<String>,
+        }
+        match self.call::<C>("pj_claim", &[id, token]).await {
+            Ok(c) => Ok((
+                if c.replaced == 1 {
+                    crate::peerjs::Claim::Replaced
+                } else {
+                    crate::peerjs::Claim::Open
+                },
+                c.queued.into_iter().map(Arc::from).collect(),
+            )),
+            Err(Fail::Refused(code)) if code == "taken" => {
+                Ok((crate::peerjs::Claim::Taken, Vec::new()))
+            }
+            Err(e) => {
+                tracing::debug!(error = ?e, "PeerJS id not claimed");
+                Err(())
+            }
+        }
+    }
+
+    /// PeerJS: the id is no longer connected here.
+    pub async fn peerjs_release(&self, id: &str) {
+        if let Err(e) = self.call::<Value>("pj_release", &[id]).await {
+            tracing::warn!(error = ?e, "PeerJS id not released in Redis (it is reaped with this instance)");
+        }
+    }
+
+    /// PeerJS: `frame` from `src` for `dst`, which is not connected here: to its instance, or
+    /// queued in Redis when it is connected nowhere (if `queueable`).
+    pub async fn peerjs_send(
+        &self,
+        dst: &str,
+        src: &str,
+        frame: &str,
+        queueable: bool,
+    ) -> Result<crate::peerjs::Sent, ()> {
+        use crate::peerjs::Sent;
+        #[derive(Deserialize)]
+        struct S {
+            r: String,
+        }
+        let maxq = crate::peerjs::MAX_QUEUED.to_string();
+        let maxqueues = crate::peerjs::MAX_QUEUES.to_string();
+        let maxinbox = MAX_INBOX.to_string();
+        let now = crate::clock::unix_ms().to_string();
+        let q = if queueable { "1" } else { "0" };
+        let s: S = self
+            .call(
+                "pj_send",
+                &[dst, src, frame, q, &maxq, &maxqueues, &maxinbox, &now],
+            )
+            .await
+            .map_err(|_| ())?;
+        Ok(match s.r.as_str() {
+            "sent" | "local" => Sent::Delivered,
+            "queued" => Sent::Queued,
+            "dropped" => Sent::Dropped,
+            _ => Sent::QueueFull,
+        })
+    }
+
+    /// PeerJS: queues in Redis unread for `expire`, removed; each id with its senders.
+    pub async fn peerjs_expire(&self, expire: Duration) -> Vec<(String, Vec<String>)> {
+        #[derive(Deserialize)]
+        struct G {
+            dst: String,
+            #[serde(deserialize_with = "seq")]
+            srcs: Vec<String>,
+        }
+        #[derive(Deserialize)]
+        struct E {
+            #[serde(deserialize_with = "seq")]
+            gone: Vec<G>,
+        }
+        let cutoff = crate::clock::unix_ms()
+            .saturating_sub(u64::try_from(expire.as_millis()).unwrap_or(u64::MAX))
+            .to_string();
+        match self.call::<E>("pj_expire", &[&cutoff]).await {
+            Ok(e) => e.gone.into_iter().map(|g| (g.dst, g.srcs)).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// PeerJS discovery: every id connected in the cluster.
+    pub async fn peerjs_ids(&self) -> Result<Vec<String>, ()> {
+        #[derive(Deserialize)]
+        struct I {
+            #[serde(deserialize_with = "seq")]
+            ids: Vec<String>,
+        }
+        let mut ids = self.call::<I>("pj_ids", &[]).await.map_err(|_| ())?.ids;
+        ids.sort();
+        Ok(ids)
+    }
+
     /// Starts the heartbeat, the reaper and the inbox reader; they end with the hub.
     pub fn spawn_tasks(self: &Arc<Self>, hub: &Arc<Hub>) {
         tokio::spawn(heartbeat(Arc::downgrade(hub), self.clone()));
@@ -824,7 +940,7 @@ async fn heartbeat(hub: Weak<Hub>, cluster: Arc<Cluster>) {
 async fn fence(hub: &Arc<Hub>, cluster: &Arc<Cluster>) {
     let old = cluster.instance();
     cluster.up.store(false, Ordering::SeqCst);
-    let closed = hub.peers.close_all();
+    let closed = hub.peers.close_all() + hub.peerjs.close_all();
     hub.metrics.fenced.inc();
     tracing::warn!(
         instance = %old,

@@ -56,6 +56,8 @@ pub struct Hub {
     ice_uris: IceUris,
     /// peer id → that peer's outbound queue.
     pub peers: Peers,
+    /// The PeerJS endpoint's clients and queues (`[signaling.peerjs]`).
+    pub peerjs: crate::peerjs::Registry,
     /// Source IP → its open Socket.IO connections (`signaling.max_connections_per_ip`).
     per_ip: Mutex<PerIpConnections>,
     ready: AtomicBool,
@@ -114,6 +116,7 @@ impl Hub {
             passwords: Passwords::default(),
             ice_uris,
             peers: Peers::default(),
+            peerjs: crate::peerjs::Registry::default(),
             per_ip: Mutex::new(per_ip),
             ready: AtomicBool::new(true),
             started: Instant::now(),

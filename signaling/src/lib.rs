@@ -22,6 +22,7 @@ pub mod ice;
 pub mod live;
 pub mod metrics;
 pub mod passwords;
+pub mod peerjs;
 pub mod peers;
 pub mod protocol;
 pub mod ratelimit;

@@ -38,6 +38,10 @@ pub struct Metrics {
     pub cluster_events_out: Counter,
     pub fenced: Counter,
     pub instances_reaped: Counter,
+    pub peerjs_connections: Gauge,
+    peerjs_messages: Family<Labels, Counter>,
+    peerjs_dropped: Family<Labels, Counter>,
+    peerjs_refused: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -72,6 +76,10 @@ impl Metrics {
             cluster_events_out: Counter::default(),
             fenced: Counter::default(),
             instances_reaped: Counter::default(),
+            peerjs_connections: Gauge::default(),
+            peerjs_messages: Family::default(),
+            peerjs_dropped: Family::default(),
+            peerjs_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -171,12 +179,50 @@ impl Metrics {
             "Multi-instance mode: dead instances whose peers this instance removed",
             m.instances_reaped.clone(),
         );
+        registry.register(
+            "peerjs_connections",
+            "PeerJS clients connected to this instance",
+            m.peerjs_connections.clone(),
+        );
+        registry.register(
+            "peerjs_messages",
+            "PeerJS messages forwarded or queued, by type",
+            m.peerjs_messages.clone(),
+        );
+        registry.register(
+            "peerjs_dropped",
+            "PeerJS messages dropped, by reason (bad-json, unknown-type, rate-limited, queue-full, expired, unreachable, slow-reader)",
+            m.peerjs_dropped.clone(),
+        );
+        registry.register(
+            "peerjs_refused",
+            "PeerJS connections refused, by reason (params, key, id, id-taken, limit, origin, per-ip, unavailable)",
+            m.peerjs_refused.clone(),
+        );
         Self { registry, ..m }
     }
 
     pub fn relayed(&self, event: &'static str) {
         self.events_relayed
             .get_or_create(&vec![("event", event)])
+            .inc();
+    }
+
+    pub fn peerjs_message(&self, kind: &'static str) {
+        self.peerjs_messages
+            .get_or_create(&vec![("type", kind)])
+            .inc();
+    }
+
+    pub fn peerjs_dropped(&self, reason: &'static str) {
+        self.peerjs_dropped
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    pub fn peerjs_refused(&self, reason: &'static str) {
+        self.peerjs_refused
+            .get_or_create(&vec![("reason", reason)])
             .inc();
     }
 

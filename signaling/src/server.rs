@@ -23,7 +23,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::hub::Hub;
 use crate::rest::{self, AppError};
-use crate::{assets, socket};
+use crate::{assets, peerjs, socket};
 
 /// Longest a REST request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,6 +61,17 @@ pub fn app(hub: Arc<Hub>) -> (Router, SocketIo) {
             "/api/rooms/{id}",
             get(rest::get_room).delete(rest::delete_room),
         );
+    if sig.peerjs.enabled {
+        let p = sig.peerjs.path.trim_end_matches('/');
+        router = router
+            .route(&format!("{p}/"), get(peerjs::info))
+            .route(&format!("{p}/peerjs"), get(peerjs::websocket))
+            .route(&format!("{p}/{{key}}/id"), get(peerjs::new_id))
+            .route(&format!("{p}/{{key}}/peers"), get(peerjs::peers));
+        if !p.is_empty() {
+            router = router.route(p, get(peerjs::info));
+        }
+    }
     if sig.demo {
         router = router
             .route("/", get(assets::index))
@@ -190,6 +201,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (router, io) = app(hub.clone());
+    if hub.cfg.signaling.peerjs.enabled {
+        tokio::spawn(peerjs::sweep(Arc::downgrade(&hub)));
+    }
     tokio::spawn(sweep_idle_rooms(
         Arc::downgrade(&hub),
         hub.cfg.signaling.persistent_room_idle,
@@ -216,6 +230,7 @@ pub async fn serve(
             tracing::warn!(error = %e, "Could not notify every socket of the shutdown");
         }
         io.close().await;
+        hub.peerjs.close_all();
         close_native(&hub).await;
     })
     .await
@@ -265,7 +280,6 @@ pub async fn run(
     cfg: Arc<Config>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    check_supported(&cfg)?;
     let hub = new_hub(cfg).await?;
     serve(listener, hub, shutdown).await
 }
@@ -278,17 +292,6 @@ pub async fn new_hub(cfg: Arc<Config>) -> anyhow::Result<Arc<Hub>> {
     }
     let cluster = crate::cluster::Cluster::connect(&cfg).await?;
     Ok(Hub::with_cluster(cfg, cluster))
-}
-
-/// Refuses configurations that ask for what this build does not do yet, rather than
-/// silently running without it.
-fn check_supported(cfg: &Config) -> anyhow::Result<()> {
-    if cfg.signaling.peerjs.enabled {
-        tracing::warn!(
-            "signaling.peerjs.enabled is set, but the PeerJS endpoint is not implemented yet; ignoring it"
-        );
-    }
-    Ok(())
 }
 
 /// SIGTERM, SIGINT and SIGHUP, registered up front so that a signal right after READY=1 is
@@ -381,7 +384,6 @@ pub fn main_with(cfg: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("could not start the async runtime")?;
-    check_supported(&cfg)?;
     let cfg = Arc::new(cfg);
     let addr: SocketAddr = cfg.signaling.listen;
     let metrics_addr: SocketAddr = cfg.signaling.metrics_listen;

@@ -130,6 +130,21 @@ async fn handle(hub: &Arc<Hub>, forwarders: &mut Forwarders, entry: &redis::stre
     let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
     let (to, event_name, body) = (field("t"), field("e"), field("b"));
     let (sender, home) = (field("o"), field("oh"));
+    match event_name.as_str() {
+        "peerjs" => {
+            hub.metrics.cluster_events_in.inc();
+            if hub.peerjs.deliver_local(&to, Arc::from(body)) != Some(true) {
+                hub.metrics.peerjs_dropped("unreachable");
+            }
+            return;
+        }
+        "peerjs-close" => {
+            // The id connected again on another instance: this connection is replaced.
+            hub.peerjs.close(&to);
+            return;
+        }
+        _ => {}
+    }
     let Some(event) = static_event_name(&event_name) else {
         tracing::warn!(event = %crate::protocol::short(&event_name), "Inbox entry with an unknown event dropped");
         return;

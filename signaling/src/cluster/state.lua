@@ -19,6 +19,10 @@
 --   P:pr:<peer>    SET    rooms of a peer
 --   P:home         HASH   peer id -> instance id (peers in at least one room)
 --   P:inroom       SET    peers in at least one room
+--   P:pj           HASH   PeerJS id -> "<instance>\t<token>"
+--   P:pjip:<inst>  SET    PeerJS ids connected to that instance
+--   P:pjq:<id>     LIST   "<sender>\t<frame>" queued for a PeerJS id connected nowhere
+--   P:pjqs         ZSET   PeerJS ids with a queue, by the time the queue started
 
 local op = ARGV[1]
 local P = ARGV[2]
@@ -364,9 +368,109 @@ elseif op == 'reap_done' then
       out[#out + 1] = { o = f.o, oh = f.oh or '', e = f.e or '' }
     end
   end
-  redis.call('DEL', k('q', id), k('ip', id), k('reap', id))
+  for _, pid in ipairs(redis.call('SMEMBERS', k('pjip', id))) do
+    local cur = redis.call('HGET', k('pj'), pid)
+    if cur and string.sub(cur, 1, #id + 1) == id .. '\t' then
+      redis.call('HDEL', k('pj'), pid)
+    end
+  end
+  redis.call('DEL', k('q', id), k('ip', id), k('reap', id), k('pjip', id))
   redis.call('SREM', k('i'), id)
   return cjson.encode({ ok = 1, undelivered = out })
+elseif op == 'pj_claim' then
+  -- PeerJS id, token: taken by a live instance with another token, else ours (and the
+  -- messages queued for it, in order)
+  local id, token = ARGV[4], ARGV[5]
+  if not alive() then
+    return err('fenced')
+  end
+  local cur = redis.call('HGET', k('pj'), id)
+  local replaced = 0
+  if cur then
+    local home, tok = string.match(cur, '^([^\t]*)\t(.*)$')
+    local live = home and redis.call('EXISTS', k('i', home)) == 1
+    if tok ~= token and live then
+      return err('taken')
+    end
+    if tok == token and live then
+      replaced = 1
+    end
+    if home and home ~= inst then
+      redis.call('SREM', k('pjip', home), id)
+      if live then
+        redis.call('XADD', k('q', home), '*', 't', id, 'e', 'peerjs-close', 'b', 'null')
+      end
+    end
+  end
+  redis.call('HSET', k('pj'), id, inst .. '\t' .. token)
+  redis.call('SADD', k('pjip', inst), id)
+  local queued = {}
+  for _, e in ipairs(redis.call('LRANGE', k('pjq', id), 0, -1)) do
+    local f = string.match(e, '^[^\t]*\t(.*)$')
+    if f then
+      queued[#queued + 1] = f
+    end
+  end
+  redis.call('DEL', k('pjq', id))
+  redis.call('ZREM', k('pjqs'), id)
+  return cjson.encode({ ok = 1, replaced = replaced, queued = queued })
+elseif op == 'pj_release' then
+  local id = ARGV[4]
+  local cur = redis.call('HGET', k('pj'), id)
+  if cur and string.sub(cur, 1, #inst + 1) == inst .. '\t' then
+    redis.call('HDEL', k('pj'), id)
+  end
+  redis.call('SREM', k('pjip', inst), id)
+  return cjson.encode({ ok = 1 })
+elseif op == 'pj_send' then
+  -- dst, src, frame, queueable (0/1), max queued per id, max ids with a queue, max inbox, now
+  local dst, src, frame, queueable = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+  local maxq, maxqueues, maxinbox, now = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11]
+  local cur = redis.call('HGET', k('pj'), dst)
+  if cur then
+    local home = string.match(cur, '^([^\t]*)\t')
+    if home == inst then
+      return cjson.encode({ ok = 1, r = 'local' })
+    end
+    if home and redis.call('SISMEMBER', k('i'), home) == 1 then
+      if redis.call('XLEN', k('q', home)) >= maxinbox then
+        return cjson.encode({ ok = 1, r = 'full' })
+      end
+      redis.call('XADD', k('q', home), '*', 't', dst, 'e', 'peerjs', 'b', frame)
+      return cjson.encode({ ok = 1, r = 'sent' })
+    end
+  end
+  if queueable ~= '1' then
+    return cjson.encode({ ok = 1, r = 'dropped' })
+  end
+  if redis.call('LLEN', k('pjq', dst)) >= maxq then
+    return cjson.encode({ ok = 1, r = 'full' })
+  end
+  if not redis.call('ZSCORE', k('pjqs'), dst) and redis.call('ZCARD', k('pjqs')) >= maxqueues then
+    return cjson.encode({ ok = 1, r = 'full' })
+  end
+  redis.call('RPUSH', k('pjq', dst), src .. '\t' .. frame)
+  redis.call('ZADD', k('pjqs'), 'NX', now, dst)
+  return cjson.encode({ ok = 1, r = 'queued' })
+elseif op == 'pj_expire' then
+  -- queues older than `cutoff` (ms): removed; each id with its distinct senders
+  local out = {}
+  for _, dst in ipairs(redis.call('ZRANGEBYSCORE', k('pjqs'), '-inf', ARGV[4], 'LIMIT', 0, 100)) do
+    local seen, srcs = {}, {}
+    for _, e in ipairs(redis.call('LRANGE', k('pjq', dst), 0, -1)) do
+      local s = string.match(e, '^([^\t]*)\t')
+      if s and not seen[s] then
+        seen[s] = true
+        srcs[#srcs + 1] = s
+      end
+    end
+    redis.call('DEL', k('pjq', dst))
+    redis.call('ZREM', k('pjqs'), dst)
+    out[#out + 1] = { dst = dst, srcs = srcs }
+  end
+  return cjson.encode({ ok = 1, gone = out })
+elseif op == 'pj_ids' then
+  return cjson.encode({ ok = 1, ids = redis.call('HKEYS', k('pj')) })
 elseif op == 'unregister' then
   redis.call('DEL', k('i', inst))
   return cjson.encode({ ok = 1 })
