@@ -61,6 +61,75 @@ pub const MAX_INBOX: usize = 100_000;
 
 const SCRIPT: &str = include_str!("cluster/state.lua");
 
+/// Script calls waiting for the committer; beyond, a call fails at once (`unavailable`).
+const MAX_WAITING_CALLS: usize = 65_536;
+/// Most script calls sent in one pipeline.
+const MAX_BATCH: usize = 256;
+
+/// One call of the script, waiting for the committer.
+struct Call {
+    argv: Vec<String>,
+    tx: tokio::sync::oneshot::Sender<redis::RedisResult<String>>,
+}
+
+/// Group commit: sends every call waiting as one pipeline (one write, one read, one wake-up
+/// of Redis for the lot) while the previous one is in flight, so the cost per call falls as
+/// the load rises instead of paying a system call and a context switch each. A script
+/// Redis no longer has (restarted: NOSCRIPT) is loaded again and its calls retried.
+async fn commit(conn: ConnectionManager, sha: String, mut rx: tokio::sync::mpsc::Receiver<Call>) {
+    let mut batch: Vec<Call> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        let mut results = run_batch(&conn, &sha, &batch).await;
+        let no_script = matches!(&results, Ok(r) if r.iter().any(|x| matches!(x, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))));
+        if no_script {
+            let mut c = conn.clone();
+            let loaded: redis::RedisResult<String> = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(SCRIPT)
+                .query_async(&mut c)
+                .await;
+            if let Err(e) = loaded {
+                tracing::warn!(error = %e, "Could not load the state script into Redis");
+            }
+            results = run_batch(&conn, &sha, &batch).await;
+        }
+        match results {
+            Ok(answers) => {
+                for (call, answer) in batch.drain(..).zip(answers) {
+                    let _ = call.tx.send(answer);
+                }
+            }
+            Err(e) => {
+                for call in batch.drain(..) {
+                    let _ = call.tx.send(Err(e.clone()));
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+async fn run_batch(
+    conn: &ConnectionManager,
+    sha: &str,
+    batch: &[Call],
+) -> redis::RedisResult<Vec<redis::RedisResult<String>>> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for call in batch {
+        pipe.cmd("EVALSHA").arg(sha).arg(0).arg(&call.argv);
+    }
+    let mut c = conn.clone();
+    pipe.query_async(&mut c).await
+}
+
 /// A Redis failure or a refusal from the script.
 #[derive(Debug)]
 enum Fail {
@@ -74,7 +143,6 @@ enum Fail {
 pub struct Cluster {
     client: redis::Client,
     conn: ConnectionManager,
-    script: redis::Script,
     prefix: String,
     /// This instance's id; a new one after fencing.
     instance: RwLock<Arc<str>>,
@@ -83,6 +151,8 @@ pub struct Cluster {
     default_max_peers: usize,
     max_rooms_per_peer: usize,
     max_persistent: usize,
+    /// Operations for the committer ([`commit`]): every call of the script goes through it.
+    calls: tokio::sync::mpsc::Sender<Call>,
     /// Peers that disconnected while Redis was unreachable: removed from their rooms once
     /// it answers (bounded: beyond, the instance fences itself instead).
     pending_leaves: std::sync::Mutex<Vec<String>>,
@@ -255,10 +325,13 @@ impl Cluster {
                 last.map_or_else(|| "no answer".to_string(), |e| e.to_string())
             );
         };
+        let (calls, calls_rx) = tokio::sync::mpsc::channel(MAX_WAITING_CALLS);
+        let sha = redis::Script::new(SCRIPT).get_hash().to_string();
+        tokio::spawn(commit(conn.clone(), sha, calls_rx));
         let me = Arc::new(Self {
             client,
             conn,
-            script: redis::Script::new(SCRIPT),
+            calls,
             prefix: sig.redis_prefix.clone(),
             instance: RwLock::new(new_instance_id()),
             up: AtomicBool::new(false),
@@ -311,13 +384,22 @@ impl Cluster {
             return Err(Fail::Redis("redis is unreachable".into()));
         }
         let instance = self.instance();
-        let mut inv = self.script.prepare_invoke();
-        inv.arg(op).arg(&self.prefix).arg(&*instance);
-        for a in args {
-            inv.arg(*a);
+        let mut argv = Vec::with_capacity(3 + args.len());
+        argv.push(op.to_string());
+        argv.push(self.prefix.clone());
+        argv.push(instance.to_string());
+        argv.extend(args.iter().map(|a| (*a).to_string()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.calls.try_send(Call { argv, tx }).is_err() {
+            return Err(Fail::Redis("too many Redis operations waiting".into()));
         }
-        let mut conn = self.conn.clone();
-        let raw: String = match inv.invoke_async(&mut conn).await {
+        let answer = rx.await.unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "committer gone",
+            )))
+        });
+        let raw: String = match answer {
             Ok(r) => r,
             Err(e) => {
                 // Only a lost connection marks Redis down; a script error (a bug, or Redis

@@ -99,16 +99,19 @@ pub async fn run(hub: Weak<Hub>, cluster: Arc<Cluster>) {
             forwarders.retain(|_, (_, task)| !task.is_finished());
             if let Some(id) = last {
                 // Entries up to `id` are handed over: drop them (MINID keeps >= the next id).
+                // Not awaited: the next read does not wait for the trim's round trip.
                 let mut mgr = cluster.conn.clone();
-                let trim: Result<i64, _> = redis::cmd("XTRIM")
+                let trim = redis::cmd("XTRIM")
                     .arg(&key)
                     .arg("MINID")
                     .arg(next_id(&id))
-                    .query_async(&mut mgr)
-                    .await;
-                if let Err(e) = trim {
-                    tracing::debug!(error = %e, "Inbox trim failed (retried after the next batch)");
-                }
+                    .clone();
+                tokio::spawn(async move {
+                    let r: Result<i64, _> = trim.query_async(&mut mgr).await;
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "Inbox trim failed (the next one covers it)");
+                    }
+                });
                 at.1 = id;
             }
         }
