@@ -616,6 +616,26 @@ fn validate_signaling(raw: RawSignaling, ctx: &Ctx<'_>) -> Result<SignalingConfi
                 ));
             }
         }
+        if let Some(p) = &raw.redis_ca_file {
+            const KEY: &str = "signaling.redis_ca_file";
+            if !redis_url
+                .as_ref()
+                .is_some_and(|u| u.expose_secret().starts_with("rediss://"))
+            {
+                return Err(ConfigError::new(
+                    KEY,
+                    "is only used with a rediss:// (TLS) signaling.redis_url",
+                ));
+            }
+            let pem = std::fs::read_to_string(p)
+                .map_err(|e| ConfigError::new(KEY, format!("cannot read {}: {e}", p.display())))?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(ConfigError::new(
+                    KEY,
+                    format!("{} holds no PEM certificate", p.display()),
+                ));
+            }
+        }
         auth = match raw.auth {
             AuthMode::None => {
                 if !tokens.is_empty() || jwt.is_some() {
@@ -665,6 +685,7 @@ fn validate_signaling(raw: RawSignaling, ctx: &Ctx<'_>) -> Result<SignalingConfi
         jwt_issuer: raw.jwt_issuer,
         redis_url,
         redis_prefix: raw.redis_prefix,
+        redis_ca_file: raw.redis_ca_file,
         metrics_listen: raw.metrics_listen,
         max_connections_per_ip: raw.max_connections_per_ip,
         max_persistent_rooms: raw.max_persistent_rooms,

@@ -193,6 +193,9 @@ pub struct SignalingConfig {
     pub redis_url: Option<SecretString>,
     /// Prefix of every Redis key and channel (several deployments may share one Redis).
     pub redis_prefix: String,
+    /// `redis_ca_file`: PEM CA certificate(s) a `rediss://` server is verified with (else
+    /// the system roots).
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// `/metrics` and `/stats` listen here, not on the public listener.
     pub metrics_listen: SocketAddr,
     /// Most concurrent connections (Socket.IO and PeerJS) from one source IP.

@@ -78,6 +78,8 @@ pub(crate) struct RawSignaling {
     pub jwt_issuer: Option<String>,
     pub redis_url: Option<SecretString>,
     pub redis_url_file: Option<PathBuf>,
+    /// PEM CA certificate(s) to verify a `rediss://` server with, instead of the system roots.
+    pub redis_ca_file: Option<PathBuf>,
     #[serde(default = "defaults::redis_prefix")]
     pub redis_prefix: String,
     #[serde(default = "defaults::signaling_metrics_listen")]
@@ -117,6 +119,7 @@ impl Default for RawSignaling {
             jwt_issuer: None,
             redis_url: None,
             redis_url_file: None,
+            redis_ca_file: None,
             redis_prefix: defaults::redis_prefix(),
             metrics_listen: defaults::signaling_metrics_listen(),
             max_connections_per_ip: defaults::max_connections_per_ip(),

@@ -296,8 +296,22 @@ impl Cluster {
             .ok_or_else(|| anyhow::anyhow!("signaling.redis_url is not set"))?;
         // rediss:// uses rustls; it asks for the process-wide provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = redis::Client::open(url.expose_secret())
-            .map_err(|e| anyhow::anyhow!("signaling.redis_url: {e}"))?;
+        let client = match &sig.redis_ca_file {
+            None => redis::Client::open(url.expose_secret()),
+            Some(ca) => {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    anyhow::anyhow!("signaling.redis_ca_file: cannot read {}: {e}", ca.display())
+                })?;
+                redis::Client::build_with_tls(
+                    url.expose_secret(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("signaling.redis_url: {e}"))?;
         let mgr_cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT))

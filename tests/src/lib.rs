@@ -395,6 +395,8 @@ pub const REDIS_READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// TLS only (`--tls-port`): the CA file clients verify the server with.
+    tls_ca: Option<PathBuf>,
     /// Holds `data/` (the `--dir`, where the append-only files go) and `redis.log`.
     dir: tempfile::TempDir,
 }
@@ -417,10 +419,47 @@ impl RedisServer {
         let mut redis = Self {
             port: free_port(),
             child: None,
+            tls_ca: None,
             dir,
         };
         redis.launch();
         redis
+    }
+
+    /// Starts `redis-server` speaking only TLS (`--port 0 --tls-port P`) with the given PEM
+    /// certificate and key (which must name 127.0.0.1); `ca_pem` is what clients trust.
+    /// Ready once `redis-cli --tls` gets `PONG`.
+    #[must_use]
+    pub fn start_tls(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Self {
+        let dir = tempfile::tempdir().expect("redis tempdir");
+        std::fs::create_dir_all(dir.path().join("data")).expect("redis data folder");
+        for (name, pem) in [
+            ("cert.pem", cert_pem),
+            ("key.pem", key_pem),
+            ("ca.pem", ca_pem),
+        ] {
+            std::fs::write(dir.path().join(name), pem).expect("write TLS file");
+        }
+        let mut redis = Self {
+            port: free_port(),
+            child: None,
+            tls_ca: Some(dir.path().join("ca.pem")),
+            dir,
+        };
+        redis.launch();
+        redis
+    }
+
+    /// `rediss://127.0.0.1:PORT` (TLS mode).
+    #[must_use]
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA file of a TLS server.
+    #[must_use]
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls_ca.as_deref()
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -457,9 +496,22 @@ impl RedisServer {
             .open(self.log_path())
             .expect("redis log file");
         let log_err = log.try_clone().expect("redis log file");
-        let child = Command::new(redis)
-            .arg("--port")
-            .arg(self.port.to_string())
+        let mut cmd = Command::new(redis);
+        if self.tls_ca.is_some() {
+            let d = self.dir.path();
+            cmd.args(["--port", "0", "--tls-port"])
+                .arg(self.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(d.join("cert.pem"))
+                .arg("--tls-key-file")
+                .arg(d.join("key.pem"))
+                .arg("--tls-ca-cert-file")
+                .arg(d.join("ca.pem"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.arg("--port").arg(self.port.to_string());
+        }
+        let child = cmd
             .args(["--bind", "127.0.0.1", "--dir"])
             .arg(self.data_dir())
             .args([
@@ -497,7 +549,11 @@ impl RedisServer {
                     self.logs()
                 );
             }
-            match ping(self.port) {
+            let answer = match &self.tls_ca {
+                Some(ca) => ping_tls(self.port, ca),
+                None => ping(self.port),
+            };
+            match answer {
                 Ok(answer) if answer.starts_with("+PONG") => return,
                 Ok(answer) => last = answer,
                 Err(e) => last = e.to_string(),
@@ -579,6 +635,19 @@ impl Drop for RedisServer {
 }
 
 /// One `PING` on a fresh connection; the first line of the answer.
+/// `PING` over TLS with `redis-cli` (shipped with redis-server).
+fn ping_tls(port: u16, ca: &Path) -> std::io::Result<String> {
+    let out = Command::new(require_tool("redis-cli"))
+        .args(["--tls", "--cacert"])
+        .arg(ca)
+        .args(["-h", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .arg("PING")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Ok(if text == "PONG" { "+PONG".into() } else { text })
+}
+
 fn ping(port: u16) -> std::io::Result<String> {
     use std::io::Write;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));

@@ -601,3 +601,51 @@ fn after_redis_restarts_empty_the_instances_fence_their_sockets_and_then_serve_a
     assert_eq!(r["roomView"]["status"], json!(200), "{r}");
     assert_eq!(r["roomView"]["body"]["peerCount"], json!(2), "{r}");
 }
+
+/// `rediss://` with `signaling.redis_ca_file`: two instances share state through a Redis that
+/// speaks only TLS, verified against the given CA; without the CA file (system roots) the
+/// same server is refused at start-up with a clear error, so verification is really on.
+#[test]
+fn instances_talk_through_a_tls_only_redis_verified_with_redis_ca_file() {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
+    let cert = ck.cert.pem();
+    let redis = RedisServer::start_tls(&cert, &ck.key_pair.serialize_pem(), &cert);
+    let ca = redis
+        .ca_file()
+        .expect("TLS server has a CA")
+        .display()
+        .to_string();
+    let prefix = common::unique_prefix("tls");
+    let limits = "rate_limit_per_second = 100000\nrate_limit_burst = 100000";
+    let keys = format!(
+        "{}\nredis_ca_file = \"{ca}\"\n",
+        common::cluster_extra(&redis.tls_url(), &prefix, limits)
+    );
+    let ports = [Ports::new(), Ports::new()];
+    let nodes: Vec<Service> = ports.iter().map(|p| common::start(p, &keys)).collect();
+    let refs: Vec<&Service> = nodes.iter().collect();
+    let r = common::drive_at(
+        &refs,
+        &common::bases(&ports.iter().collect::<Vec<_>>()),
+        "ordering",
+        &json!({"n": 300}),
+    );
+    assert_eq!(r["received"], json!(300), "{r}");
+    assert_eq!(r["inOrder"], json!(true), "{r}");
+    assert_eq!(r["errorsAtSender"], json!([]), "{r}");
+
+    let untrusting = common::cluster_extra(&redis.tls_url(), &prefix, "");
+    let p = Ports::new();
+    let mut svc = Service::spawn(
+        "switchboard-signaling",
+        &common::config(&p, &untrusting),
+        &[],
+        &[],
+    );
+    let status = svc
+        .wait_exit(Duration::from_secs(40))
+        .unwrap_or_else(|e| panic!("an instance that cannot verify Redis must not start: {e}"));
+    assert!(!status.success(), "{status}");
+    let logs = svc.logs();
+    assert!(logs.contains("could not reach Redis"), "{logs}");
+}
