@@ -57,7 +57,10 @@ pub const DEAD_INSTANCE_BOUND: Duration = Duration::from_secs(15);
 /// Longest a Redis command may take before it counts as failed (`unavailable`).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Entries an instance's inbox stream may hold unread; beyond, senders get `rate-limited`.
-pub const MAX_INBOX: usize = 100_000;
+/// Entries are events of at most twice `max_payload_bytes`, and the owner drains its inbox
+/// into its peers' byte-capped queues as fast as it reads, so it stays near empty unless
+/// the instance is stalled.
+pub const MAX_INBOX: usize = 20_000;
 
 const SCRIPT: &str = include_str!("cluster/state.lua");
 
@@ -871,11 +874,15 @@ impl Cluster {
         let maxqueues = crate::peerjs::MAX_QUEUES.to_string();
         let maxinbox = MAX_INBOX.to_string();
         let now = crate::clock::unix_ms().to_string();
+        let maxbytes = crate::peerjs::MAX_QUEUED_BYTES.to_string();
+        let maxtotal = crate::peerjs::MAX_QUEUED_BYTES_TOTAL.to_string();
         let q = if queueable { "1" } else { "0" };
         let s: S = self
             .call(
                 "pj_send",
-                &[dst, src, frame, q, &maxq, &maxqueues, &maxinbox, &now],
+                &[
+                    dst, src, frame, q, &maxq, &maxqueues, &maxinbox, &now, &maxbytes, &maxtotal,
+                ],
             )
             .await
             .map_err(|_| ())?;

@@ -38,8 +38,13 @@ use crate::rest::AppError;
 
 /// Messages queued for one id that is not connected; beyond, the sender gets EXPIRE.
 pub const MAX_QUEUED: usize = 64;
+/// Bytes queued for one id that is not connected; beyond, the sender gets EXPIRE.
+pub const MAX_QUEUED_BYTES: usize = 128 * 1024;
 /// Ids with a queue at once (each bounded by [`MAX_QUEUED`]); beyond, EXPIRE at once.
 pub const MAX_QUEUES: usize = 10_000;
+/// Bytes queued for all absent ids together (per instance; the same cap in Redis for the
+/// cluster); beyond, EXPIRE at once.
+pub const MAX_QUEUED_BYTES_TOTAL: usize = 64 * 1024 * 1024;
 /// Longest id and token.
 pub const MAX_ID_LEN: usize = 64;
 /// Frames a connection's outbound queue holds; a client that lets it fill is not reading:
@@ -65,6 +70,7 @@ struct Client {
 /// Messages waiting for an id that is not connected.
 struct Queue {
     since: Instant,
+    bytes: usize,
     /// (sender id, frame).
     msgs: VecDeque<(String, Arc<str>)>,
 }
@@ -73,6 +79,8 @@ struct Queue {
 pub struct Registry {
     clients: Mutex<HashMap<String, Client>>,
     queues: Mutex<HashMap<String, Queue>>,
+    /// Bytes held by every queue.
+    queued_bytes: std::sync::atomic::AtomicUsize,
     next_conn: AtomicU64,
 }
 
@@ -81,6 +89,7 @@ impl Default for Registry {
         Self {
             clients: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
+            queued_bytes: std::sync::atomic::AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
         }
     }
@@ -189,15 +198,21 @@ impl Registry {
 
     /// Queues a message for an id that is not connected.
     pub fn enqueue(&self, dst: &str, src: &str, frame: Arc<str>) -> Sent {
+        let size = frame.len();
         let mut queues = lock(&self.queues);
+        if self.queued_bytes.load(Ordering::Relaxed) + size > MAX_QUEUED_BYTES_TOTAL {
+            return Sent::QueueFull;
+        }
         let n = queues.len();
         match queues.get_mut(dst) {
-            Some(q) if q.msgs.len() >= MAX_QUEUED => Sent::QueueFull,
-            Some(q) => {
-                q.msgs.push_back((src.to_string(), frame));
-                Sent::Queued
+            Some(q) if q.msgs.len() >= MAX_QUEUED || q.bytes + size > MAX_QUEUED_BYTES => {
+                return Sent::QueueFull;
             }
-            None if n >= MAX_QUEUES => Sent::QueueFull,
+            Some(q) => {
+                q.bytes += size;
+                q.msgs.push_back((src.to_string(), frame));
+            }
+            None if n >= MAX_QUEUES || size > MAX_QUEUED_BYTES => return Sent::QueueFull,
             None => {
                 let mut msgs = VecDeque::new();
                 msgs.push_back((src.to_string(), frame));
@@ -205,20 +220,28 @@ impl Registry {
                     dst.to_string(),
                     Queue {
                         since: Instant::now(),
+                        bytes: size,
                         msgs,
                     },
                 );
-                Sent::Queued
             }
         }
+        self.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        Sent::Queued
+    }
+
+    fn release(&self, q: &Queue) {
+        self.queued_bytes.fetch_sub(q.bytes, Ordering::Relaxed);
     }
 
     /// The queue of `id`, taken (it connected).
     pub fn take_queue(&self, id: &str) -> Vec<Arc<str>> {
-        lock(&self.queues)
-            .remove(id)
-            .map(|q| q.msgs.into_iter().map(|(_, f)| f).collect())
-            .unwrap_or_default()
+        let q = lock(&self.queues).remove(id);
+        q.map(|q| {
+            self.release(&q);
+            q.msgs.into_iter().map(|(_, f)| f).collect()
+        })
+        .unwrap_or_default()
     }
 
     /// Queues unread for `expire`: removed; (unreachable id, each distinct sender).
@@ -233,6 +256,7 @@ impl Registry {
         gone.into_iter()
             .filter_map(|id| {
                 let q = queues.remove(&id)?;
+                self.release(&q);
                 let mut srcs: Vec<String> = Vec::new();
                 for (s, _) in q.msgs {
                     if !srcs.contains(&s) {
@@ -769,12 +793,17 @@ mod tests {
             assert_eq!(r.enqueue("d", src, Arc::from("{}")), Sent::Queued);
         }
         assert_eq!(r.enqueue("d", "a", Arc::from("{}")), Sent::QueueFull);
+        let big: Arc<str> = Arc::from("x".repeat(MAX_QUEUED_BYTES / 2 + 1));
+        assert_eq!(r.enqueue("e", "a", big.clone()), Sent::Queued);
+        assert_eq!(r.enqueue("e", "a", big), Sent::QueueFull, "per-id byte cap");
+        assert_eq!(r.take_queue("e").len(), 1);
         let gone = r.expire(Duration::ZERO);
         assert_eq!(
             gone,
             vec![("d".to_string(), vec!["a".to_string(), "b".to_string()])]
         );
         assert!(r.take_queue("d").is_empty());
+        assert_eq!(r.queued_bytes.load(Ordering::Relaxed), 0, "every byte released");
     }
 
     #[test]

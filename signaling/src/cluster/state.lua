@@ -23,6 +23,7 @@
 --   P:pjip:<inst>  SET    PeerJS ids connected to that instance
 --   P:pjq:<id>     LIST   "<sender>\t<frame>" queued for a PeerJS id connected nowhere
 --   P:pjqs         ZSET   PeerJS ids with a queue, by the time the queue started
+--   P:pjqn:<id>    STRING bytes queued for that id;  P:pjqt STRING bytes of every queue
 
 local op = ARGV[1]
 local P = ARGV[2]
@@ -411,7 +412,8 @@ elseif op == 'pj_claim' then
       queued[#queued + 1] = f
     end
   end
-  redis.call('DEL', k('pjq', id))
+  redis.call('DECRBY', k('pjqt'), tonumber(redis.call('GET', k('pjqn', id)) or '0'))
+  redis.call('DEL', k('pjq', id), k('pjqn', id))
   redis.call('ZREM', k('pjqs'), id)
   return cjson.encode({ ok = 1, replaced = replaced, queued = queued })
 elseif op == 'pj_release' then
@@ -443,9 +445,15 @@ elseif op == 'pj_send' then
   if queueable ~= '1' then
     return cjson.encode({ ok = 1, r = 'dropped' })
   end
-  if redis.call('LLEN', k('pjq', dst)) >= maxq then
+  local size = #frame
+  local maxbytes, maxtotal = tonumber(ARGV[12]), tonumber(ARGV[13])
+  if redis.call('LLEN', k('pjq', dst)) >= maxq
+    or tonumber(redis.call('GET', k('pjqn', dst)) or '0') + size > maxbytes
+    or tonumber(redis.call('GET', k('pjqt')) or '0') + size > maxtotal then
     return cjson.encode({ ok = 1, r = 'full' })
   end
+  redis.call('INCRBY', k('pjqn', dst), size)
+  redis.call('INCRBY', k('pjqt'), size)
   if not redis.call('ZSCORE', k('pjqs'), dst) and redis.call('ZCARD', k('pjqs')) >= maxqueues then
     return cjson.encode({ ok = 1, r = 'full' })
   end
@@ -464,7 +472,8 @@ elseif op == 'pj_expire' then
         srcs[#srcs + 1] = s
       end
     end
-    redis.call('DEL', k('pjq', dst))
+    redis.call('DECRBY', k('pjqt'), tonumber(redis.call('GET', k('pjqn', dst)) or '0'))
+    redis.call('DEL', k('pjq', dst), k('pjqn', dst))
     redis.call('ZREM', k('pjqs'), dst)
     out[#out + 1] = { dst = dst, srcs = srcs }
   end
