@@ -803,7 +803,11 @@ mod tests {
             vec![("d".to_string(), vec!["a".to_string(), "b".to_string()])]
         );
         assert!(r.take_queue("d").is_empty());
-        assert_eq!(r.queued_bytes.load(Ordering::Relaxed), 0, "every byte released");
+        assert_eq!(
+            r.queued_bytes.load(Ordering::Relaxed),
+            0,
+            "every byte released"
+        );
     }
 
     #[test]

@@ -197,6 +197,45 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// Starts `scenario` of another driver script (`tests/js/NAME`) against `urls`.
+    pub fn spawn_script(script: &str, urls: &str, scenario: &str, args: &Value) -> Self {
+        use std::io::BufRead;
+        let node = require_tool("node");
+        let path = js_path(script);
+        let dir = tempfile::tempdir().expect("driver tempdir");
+        let stderr_path = dir.path().join("driver-stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("driver stderr file");
+        let mut child = Command::new(node)
+            .arg(&path)
+            .arg(scenario)
+            .arg(urls)
+            .arg(args.to_string())
+            .current_dir(path.parent().expect("js dir"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("run node");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("driver stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            lines,
+            stderr_path,
+            _dir: dir,
+        }
+    }
+
     /// Starts `scenario` against `urls`.
     pub fn spawn(urls: &str, scenario: &str, args: &Value) -> Self {
         use std::io::BufRead;
@@ -329,4 +368,48 @@ pub fn poll_status(url: &str, want: u16, deadline: Duration) -> Result<Duration,
         std::thread::sleep(Duration::from_millis(100));
     }
     Err(last)
+}
+
+/// A driver script in `tests/js/`.
+pub fn js_path(script: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("js")
+        .join(script)
+}
+
+/// Like [`drive_at`], with another driver script (`tests/js/NAME`).
+pub fn drive_script_at(
+    script: &str,
+    svcs: &[&Service],
+    urls: &str,
+    scenario: &str,
+    args: &Value,
+) -> Value {
+    let node = require_tool("node");
+    let path = js_path(script);
+    let out = Command::new(node)
+        .arg(&path)
+        .arg(scenario)
+        .arg(urls)
+        .arg(args.to_string())
+        .current_dir(path.parent().expect("js dir"))
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "{script} printed no JSON ({e}): stdout={stdout} stderr={}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            all_logs(svcs)
+        )
+    });
+    if let Some(err) = v.get("error").filter(|e| e.is_string()) {
+        panic!(
+            "{script} {scenario} failed: {err}\n--- driver stderr ---\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            all_logs(svcs)
+        );
+    }
+    v
 }
