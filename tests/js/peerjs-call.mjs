@@ -5,7 +5,7 @@
 // everything relay-only (`iceTransportPolicy: "relay"`) with TURN credentials from
 // `/api/ice-servers`. The page is served from its own loopback origin (which the test adds to
 // `cors_origins`). Prints one JSON line: {ok, pages: [...], error?}; exit code 0 when ok.
-// Usage: node peerjs-call.mjs --sig http://127.0.0.1:PORT --page-port N --key K [--path /peerjs]
+// Usage: node peerjs-call.mjs --sig http://127.0.0.1:PORT [--sig2 URL] --page-port N --key K [--path /peerjs]
 //                             [--timeout-ms 45000]
 import { createServer } from "node:http";
 import { readFileSync } from "node:fs";
@@ -16,6 +16,8 @@ const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
 );
 const sig = new URL(args.sig);
+// --sig2: the second page registers on another instance (multi-instance mode).
+const sigs = [sig, args.sig2 ? new URL(args.sig2) : sig];
 const pagePort = Number(args["page-port"]);
 const key = args.key;
 const path = args.path || "/peerjs";
@@ -59,7 +61,8 @@ const result = { ok: false, pages: [] };
 const pages = [];
 try {
   const ids = [`alice-${suffix}`, `bob-${suffix}`];
-  for (const id of ids) {
+  for (const [i, id] of ids.entries()) {
+    const sig = sigs[i];
     const ctx = await browser.newContext();
     const page = await ctx.newPage();
     page.on("console", (m) => {

@@ -848,6 +848,18 @@ fn a_message_for_an_id_connected_nowhere_expires_in_a_cluster() {
 /// pair has a relay local candidate, and the relay's counters moved.
 #[test]
 fn two_browsers_with_the_npm_peerjs_client_exchange_data_and_media_through_the_relay() {
+    browser_call(false);
+}
+
+/// The same call with the two pages registered on two instances sharing one Redis: ids are
+/// cluster-wide (the third Peer claiming bob's id, from alice's instance, is refused), and
+/// every signaling message between the browsers crosses instances.
+#[test]
+fn two_browsers_on_two_instances_connect_through_redis() {
+    browser_call(true);
+}
+
+fn browser_call(cluster: bool) {
     let node = require_tool("node");
     let _ = require_tool("chromium");
     let js = common::js_path("");
@@ -871,13 +883,41 @@ fn two_browsers_with_the_npm_peerjs_client_exchange_data_and_media_through_the_r
         "",
     );
     assert!(config.contains(&page_origin), "{config}");
+    let redis = cluster.then(RedisServer::start);
+    let config = match &redis {
+        Some(r) => config.replacen(
+            "[signaling]\n",
+            &format!(
+                "[signaling]\nredis_url = \"{}\"\nredis_prefix = \"{}\"\n",
+                r.url(),
+                common::unique_prefix("pjcall")
+            ),
+            1,
+        ),
+        None => config,
+    };
     let relay = Service::start("switchboard-relay", &config);
     let signaling = Service::start("switchboard-signaling", &config);
+    // The second instance: the same file but its own signaling ports (the same relay).
+    let ports2 = Ports::new();
+    let second = cluster.then(|| {
+        let c = config
+            .replace(
+                &format!("127.0.0.1:{}", ports.signaling),
+                &format!("127.0.0.1:{}", ports2.signaling),
+            )
+            .replace(
+                &format!("127.0.0.1:{}", ports.signaling_metrics),
+                &format!("127.0.0.1:{}", ports2.signaling_metrics),
+            );
+        Service::start("switchboard-signaling", &c)
+    });
     let logs = || {
         format!(
-            "--- relay ---\n{}\n--- signaling ---\n{}",
+            "--- relay ---\n{}\n--- signaling ---\n{}\n--- second signaling ---\n{}",
             relay.logs(),
-            signaling.logs()
+            signaling.logs(),
+            second.as_ref().map(Service::logs).unwrap_or_default()
         )
     };
     let relay_metrics = || {
@@ -891,9 +931,13 @@ fn two_browsers_with_the_npm_peerjs_client_exchange_data_and_media_through_the_r
     };
     let bytes_before = family_sum(&relay_metrics(), "switchboard_relay_relayed_bytes_total");
 
-    let out = std::process::Command::new(node)
-        .arg(js.join("peerjs-call.mjs"))
-        .args(["--sig", &common::base(&ports)])
+    let mut cmd = std::process::Command::new(node);
+    cmd.arg(js.join("peerjs-call.mjs"))
+        .args(["--sig", &common::base(&ports)]);
+    if cluster {
+        cmd.args(["--sig2", &common::base(&ports2)]);
+    }
+    let out = cmd
         .args(["--page-port", &page_port.to_string()])
         .args(["--key", KEY, "--path", "/peerjs"])
         .current_dir(&js)
@@ -949,6 +993,25 @@ fn two_browsers_with_the_npm_peerjs_client_exchange_data_and_media_through_the_r
             assert!(s["bytesReceived"].as_u64().unwrap_or(0) > 0, "{conn}: {p}");
         }
         assert!(p["media"]["framesDecoded"].as_u64().unwrap_or(0) > 0, "{p}");
+    }
+    if cluster {
+        // Every signaling message between the pages crossed instances, both ways.
+        for p in [&ports, &ports2] {
+            let m = common::http(
+                "GET",
+                &format!("{}/metrics", common::metrics_base(p)),
+                &[],
+                None,
+            );
+            let text = m.body.as_str().unwrap_or_default().to_string();
+            let crossed = family_sum(&text, "switchboard_signaling_cluster_events_in_total");
+            assert!(
+                crossed > 0.0,
+                "no event crossed into {}: {text}\n{}",
+                p.signaling,
+                logs()
+            );
+        }
     }
     let bytes_after = family_sum(&relay_metrics(), "switchboard_relay_relayed_bytes_total");
     assert!(
