@@ -342,14 +342,7 @@ pub async fn peers(State(hub): State<Arc<Hub>>, Path(key): Path<String>) -> Resp
     let ids = match hub.cluster() {
         Some(c) => match c.peerjs_ids().await {
             Ok(ids) => ids,
-            Err(()) => {
-                return AppError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the shared state could not be reached; try again",
-                )
-                .into_response();
-            }
+            Err(()) => return AppError::unavailable().into_response(),
         },
         None => hub.peerjs.ids(),
     };
@@ -386,15 +379,8 @@ pub async fn websocket(State(hub): State<Arc<Hub>>, mut req: Request) -> Respons
     {
         hub.metrics.peerjs_refused("per-ip");
         hub.metrics.connections_refused.inc();
-        return AppError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            format!(
-                "too many connections from this address (limit {})",
-                hub.cfg.signaling.max_connections_per_ip
-            ),
-        )
-        .into_response();
+        return AppError::too_many_connections(hub.cfg.signaling.max_connections_per_ip)
+            .into_response();
     }
     let query: HashMap<String, String> = req
         .uri()

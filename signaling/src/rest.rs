@@ -145,11 +145,7 @@ fn room_view(info: RoomInfo, admin: bool) -> Value {
 
 /// 503 `unavailable`: the shared state (Redis) could not be reached.
 fn rooms_error(_: RoomsError) -> AppError {
-    AppError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "the shared state could not be reached; try again",
-    )
+    AppError::unavailable()
 }
 
 /// Whether the request carries the admin token.

@@ -121,15 +121,8 @@ async fn limit_connections_per_ip(
     {
         hub.metrics.connections_refused.inc();
         tracing::debug!(%ip, "Connection refused: too many from this address");
-        return AppError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            format!(
-                "too many connections from this address (limit {})",
-                hub.cfg.signaling.max_connections_per_ip
-            ),
-        )
-        .into_response();
+        return AppError::too_many_connections(hub.cfg.signaling.max_connections_per_ip)
+            .into_response();
     }
     if socket::native::wants(&req, path) {
         socket::native::upgrade(hub, req)

@@ -42,6 +42,26 @@ impl AppError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", message)
     }
+
+    /// 429: the source address has `limit` connections (`signaling.max_connections_per_ip`).
+    #[must_use]
+    pub fn too_many_connections(limit: usize) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            format!("too many connections from this address (limit {limit})"),
+        )
+    }
+
+    /// 503: the shared state (Redis) could not be reached.
+    #[must_use]
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the shared state could not be reached; try again",
+        )
+    }
 }
 
 impl IntoResponse for AppError {

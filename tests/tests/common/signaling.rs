@@ -199,14 +199,17 @@ pub struct Staged {
 impl Staged {
     /// Starts `scenario` of another driver script (`tests/js/NAME`) against `urls`.
     pub fn spawn_script(script: &str, urls: &str, scenario: &str, args: &Value) -> Self {
+        Self::spawn_path(&js_path(script), urls, scenario, args)
+    }
+
+    fn spawn_path(path: &std::path::Path, urls: &str, scenario: &str, args: &Value) -> Self {
         use std::io::BufRead;
         let node = require_tool("node");
-        let path = js_path(script);
         let dir = tempfile::tempdir().expect("driver tempdir");
         let stderr_path = dir.path().join("driver-stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("driver stderr file");
         let mut child = Command::new(node)
-            .arg(&path)
+            .arg(path)
             .arg(scenario)
             .arg(urls)
             .arg(args.to_string())
@@ -236,42 +239,9 @@ impl Staged {
         }
     }
 
-    /// Starts `scenario` against `urls`.
+    /// Starts `scenario` of the Socket.IO driver against `urls`.
     pub fn spawn(urls: &str, scenario: &str, args: &Value) -> Self {
-        use std::io::BufRead;
-        let node = require_tool("node");
-        let dir = tempfile::tempdir().expect("driver tempdir");
-        let stderr_path = dir.path().join("driver-stderr.log");
-        let stderr = std::fs::File::create(&stderr_path).expect("driver stderr file");
-        let mut child = Command::new(node)
-            .arg(driver_path())
-            .arg(scenario)
-            .arg(urls)
-            .arg(args.to_string())
-            .current_dir(driver_path().parent().expect("js dir"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("run node");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("driver stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            stdin,
-            lines,
-            stderr_path,
-            _dir: dir,
-        }
+        Self::spawn_path(&driver_path(), urls, scenario, args)
     }
 
     /// The next JSON line within `timeout`; `Err` on a timeout, the end of the output, a line
