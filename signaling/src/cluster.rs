@@ -13,9 +13,9 @@
 //!   (`cluster/state.lua`), so capacity and membership are atomic across instances. The
 //!   rules around the step ([`crate::core::Rules`]) are the same code as in memory.
 //! - **Events between instances** go through a Redis Stream per instance (its inbox), not
-//!   pub/sub: an entry stays until the owner has handed it to the target's queue, so a reader
-//!   that reconnects resumes where it was, and entries left by a dead instance are answered to
-//!   their senders. A relayed event's reach check and its XADD are one script call, so it is
+//!   pub/sub: an entry stays until the owner has handed it to the target's queue (trimmed in
+//!   batches), so a reader that reconnects resumes where it was, and entries left by a dead
+//!   instance are answered to their senders. A relayed event's reach check and its XADD are one script call, so it is
 //!   one round trip and per (sender, target) order is the stream's order. Each inbox is
 //!   capped ([`MAX_INBOX`]): a full one answers `rate-limited`.
 //! - **Liveness**: each instance registers with a TTL ([`REGISTRATION_TTL`]) refreshed every
@@ -68,6 +68,9 @@ const SCRIPT: &str = include_str!("cluster/state.lua");
 const MAX_WAITING_CALLS: usize = 65_536;
 /// Most script calls sent in one pipeline.
 const MAX_BATCH: usize = 256;
+/// Pipelines sent before the first answers: while they are out, new calls gather into the
+/// next one. Calls of one session are never in two at once (each waits for its answer).
+const BATCHES_IN_FLIGHT: usize = 2;
 
 /// One call of the script, waiting for the committer.
 struct Call {
@@ -80,8 +83,14 @@ struct Call {
 /// the load rises instead of paying a system call and a context switch each. A script
 /// Redis no longer has (restarted: NOSCRIPT) is loaded again and its calls retried.
 async fn commit(conn: ConnectionManager, sha: String, mut rx: tokio::sync::mpsc::Receiver<Call>) {
-    let mut batch: Vec<Call> = Vec::with_capacity(MAX_BATCH);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    let sha: Arc<str> = Arc::from(sha);
     while let Some(first) = rx.recv().await {
+        // Wait for a slot first: calls arriving meanwhile join this batch.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let mut batch: Vec<Call> = Vec::with_capacity(MAX_BATCH);
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -89,33 +98,41 @@ async fn commit(conn: ConnectionManager, sha: String, mut rx: tokio::sync::mpsc:
                 Err(_) => break,
             }
         }
-        let mut results = run_batch(&conn, &sha, &batch).await;
-        let no_script = matches!(&results, Ok(r) if r.iter().any(|x| matches!(x, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))));
-        if no_script {
-            let mut c = conn.clone();
-            let loaded: redis::RedisResult<String> = redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(SCRIPT)
-                .query_async(&mut c)
-                .await;
-            if let Err(e) = loaded {
-                tracing::warn!(error = %e, "Could not load the state script into Redis");
-            }
-            results = run_batch(&conn, &sha, &batch).await;
+        let (conn, sha) = (conn.clone(), sha.clone());
+        tokio::spawn(async move {
+            run_and_answer(&conn, &sha, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Runs one batch (loading the script again on NOSCRIPT) and answers each call.
+async fn run_and_answer(conn: &ConnectionManager, sha: &str, mut batch: Vec<Call>) {
+    let mut results = run_batch(conn, sha, &batch).await;
+    let no_script = matches!(&results, Ok(r) if r.iter().any(|x| matches!(x, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))));
+    if no_script {
+        let mut c = conn.clone();
+        let loaded: redis::RedisResult<String> = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(SCRIPT)
+            .query_async(&mut c)
+            .await;
+        if let Err(e) = loaded {
+            tracing::warn!(error = %e, "Could not load the state script into Redis");
         }
-        match results {
-            Ok(answers) => {
-                for (call, answer) in batch.drain(..).zip(answers) {
-                    let _ = call.tx.send(answer);
-                }
-            }
-            Err(e) => {
-                for call in batch.drain(..) {
-                    let _ = call.tx.send(Err(e.clone()));
-                }
+        results = run_batch(conn, sha, &batch).await;
+    }
+    match results {
+        Ok(answers) => {
+            for (call, answer) in batch.drain(..).zip(answers) {
+                let _ = call.tx.send(answer);
             }
         }
-        batch.clear();
+        Err(e) => {
+            for call in batch.drain(..) {
+                let _ = call.tx.send(Err(e.clone()));
+            }
+        }
     }
 }
 

@@ -28,6 +28,12 @@ use crate::protocol::{ErrorCode, Refusal, static_event_name};
 const BATCH: usize = 512;
 /// How long one XREAD blocks waiting for entries.
 const BLOCK: Duration = Duration::from_secs(1);
+/// The inbox is trimmed once this many entries were handed over, or [`TRIM_AFTER`] after
+/// the first of them, not after every read: a trim is a round trip and a wake-up of Redis.
+/// Entries handed over but not yet trimmed when an instance dies are answered to their
+/// senders as undelivered (an error, never a silent loss).
+const TRIM_EVERY: usize = 1024;
+const TRIM_AFTER: Duration = Duration::from_millis(200);
 /// Events a forwarder holds for its target (beyond: `rate-limited` to the sender).
 const FORWARDER_QUEUE: usize = 4096;
 
@@ -40,6 +46,7 @@ pub async fn run(hub: Weak<Hub>, cluster: Arc<Cluster>) {
     let mut backoff = Duration::from_millis(100);
     // (instance, last id read): a new instance id after fencing starts a new inbox.
     let mut at: (Arc<str>, String) = (cluster.instance(), "0-0".to_string());
+    let (mut untrimmed, mut last_trim) = (0usize, std::time::Instant::now());
     'connect: loop {
         if hub.upgrade().is_none() {
             return;
@@ -69,6 +76,7 @@ pub async fn run(hub: Weak<Hub>, cluster: Arc<Cluster>) {
             let now = cluster.instance();
             if now != at.0 {
                 at = (now, "0-0".to_string());
+                untrimmed = 0;
             }
             drop(h);
             let key = cluster.inbox_key(&at.0);
@@ -86,36 +94,42 @@ pub async fn run(hub: Weak<Hub>, cluster: Arc<Cluster>) {
                     continue 'connect;
                 }
             };
-            let Some(reply) = reply else { continue };
             let Some(hub) = hub.upgrade() else { return };
-            let mut last = None;
-            for k in reply.keys {
-                for entry in k.ids {
-                    handle(&hub, &mut forwarders, &entry).await;
-                    last = Some(entry.id);
-                }
-            }
-            // Finished forwarders' targets go back to the direct path (bounds the map).
-            forwarders.retain(|_, (_, task)| !task.is_finished());
-            if let Some(id) = last {
-                // Entries up to `id` are handed over: drop them (MINID keeps >= the next id).
-                // Not awaited: the next read does not wait for the trim's round trip.
-                let mut mgr = cluster.conn.clone();
-                let trim = redis::cmd("XTRIM")
-                    .arg(&key)
-                    .arg("MINID")
-                    .arg(next_id(&id))
-                    .clone();
-                tokio::spawn(async move {
-                    let r: Result<i64, _> = trim.query_async(&mut mgr).await;
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "Inbox trim failed (the next one covers it)");
+            if let Some(reply) = reply {
+                for k in reply.keys {
+                    for entry in k.ids {
+                        handle(&hub, &mut forwarders, &entry).await;
+                        untrimmed += 1;
+                        at.1 = entry.id;
                     }
-                });
-                at.1 = id;
+                }
+                // Finished forwarders' targets go back to the direct path (bounds the map).
+                forwarders.retain(|_, (_, task)| !task.is_finished());
+            }
+            if untrimmed > 0 && (untrimmed >= TRIM_EVERY || last_trim.elapsed() >= TRIM_AFTER) {
+                trim(&cluster, &key, &at.1);
+                untrimmed = 0;
+                last_trim = std::time::Instant::now();
             }
         }
     }
+}
+
+/// Drops the entries up to `id`, handed over (MINID keeps those >= the next id). Not
+/// awaited: the next read does not wait for the trim's round trip.
+fn trim(cluster: &Cluster, key: &str, id: &str) {
+    let mut mgr = cluster.conn.clone();
+    let cmd = redis::cmd("XTRIM")
+        .arg(key)
+        .arg("MINID")
+        .arg(next_id(id))
+        .clone();
+    tokio::spawn(async move {
+        let r: Result<i64, _> = cmd.query_async(&mut mgr).await;
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "Inbox trim failed (the next one covers it)");
+        }
+    });
 }
 
 /// The stream id right after `id` (`ms-seq` → `ms-(seq+1)`).
