@@ -390,6 +390,18 @@ const scenarios = {
   },
 
   // Peers in different rooms cannot reach each other.
+  // Two clients (on the URLs given, round-robin) join one room id: what each sees of the
+  // other. Two deployments with their own Redis prefixes must see two rooms.
+  async sameRoom() {
+    const a = await connect();
+    const b = await connect();
+    const room = args.room ?? "same-room";
+    const ja = await ask(a, "join-room", { roomId: room });
+    const jb = await ask(b, "join-room", { roomId: room });
+    const offer = await ask(a, "offer", { targetId: b.peerId, offer: {} });
+    return { aPeers: ja.peers.length, bPeers: jb.peers.length, offer };
+  },
+
   async isolation() {
     const a = await connect();
     const b = await connect();

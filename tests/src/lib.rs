@@ -397,6 +397,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// TLS only (`--tls-port`): the CA file clients verify the server with.
     tls_ca: Option<PathBuf>,
+    /// `--requirepass`.
+    password: Option<String>,
     /// Holds `data/` (the `--dir`, where the append-only files go) and `redis.log`.
     dir: tempfile::TempDir,
 }
@@ -420,6 +422,23 @@ impl RedisServer {
             port: free_port(),
             child: None,
             tls_ca: None,
+            password: None,
+            dir,
+        };
+        redis.launch();
+        redis
+    }
+
+    /// Starts `redis-server` with `--requirepass password`.
+    #[must_use]
+    pub fn start_with_password(password: &str) -> Self {
+        let dir = tempfile::tempdir().expect("redis tempdir");
+        std::fs::create_dir_all(dir.path().join("data")).expect("redis data folder");
+        let mut redis = Self {
+            port: free_port(),
+            child: None,
+            tls_ca: None,
+            password: Some(password.to_string()),
             dir,
         };
         redis.launch();
@@ -444,6 +463,7 @@ impl RedisServer {
             port: free_port(),
             child: None,
             tls_ca: Some(dir.path().join("ca.pem")),
+            password: None,
             dir,
         };
         redis.launch();
@@ -511,6 +531,9 @@ impl RedisServer {
         } else {
             cmd.arg("--port").arg(self.port.to_string());
         }
+        if let Some(pw) = &self.password {
+            cmd.arg("--requirepass").arg(pw);
+        }
         let child = cmd
             .args(["--bind", "127.0.0.1", "--dir"])
             .arg(self.data_dir())
@@ -551,7 +574,7 @@ impl RedisServer {
             }
             let answer = match &self.tls_ca {
                 Some(ca) => ping_tls(self.port, ca),
-                None => ping(self.port),
+                None => ping(self.port, self.password.as_deref()),
             };
             match answer {
                 Ok(answer) if answer.starts_with("+PONG") => return,
@@ -648,11 +671,21 @@ fn ping_tls(port: u16, ca: &Path) -> std::io::Result<String> {
     Ok(if text == "PONG" { "+PONG".into() } else { text })
 }
 
-fn ping(port: u16) -> std::io::Result<String> {
+fn ping(port: u16, password: Option<&str>) -> std::io::Result<String> {
     use std::io::Write;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     conn.set_read_timeout(Some(Duration::from_millis(500)))?;
+    if let Some(pw) = password {
+        // Inline AUTH; its +OK comes first, then PING's answer.
+        conn.write_all(format!("AUTH {pw}\r\n").as_bytes())?;
+        let mut buf = [0u8; 64];
+        let n = conn.read(&mut buf)?;
+        let answer = String::from_utf8_lossy(&buf[..n]).trim_end().to_string();
+        if !answer.starts_with("+OK") {
+            return Ok(answer);
+        }
+    }
     conn.write_all(b"PING\r\n")?;
     let mut buf = [0u8; 64];
     let mut got = Vec::new();

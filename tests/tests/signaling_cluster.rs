@@ -649,3 +649,140 @@ fn instances_talk_through_a_tls_only_redis_verified_with_redis_ca_file() {
     let logs = svc.logs();
     assert!(logs.contains("could not reach Redis"), "{logs}");
 }
+
+/// `signaling.redis_prefix`: two deployments on one Redis see nothing of each other (rooms,
+/// REST, reach), while each still works across its own instances.
+#[test]
+fn two_deployments_with_their_own_prefixes_share_one_redis_without_seeing_each_other() {
+    let redis = RedisServer::start();
+    let (pa, pb) = (
+        common::unique_prefix("deploya"),
+        common::unique_prefix("deployb"),
+    );
+    let limits = "rate_limit_per_second = 100000\nrate_limit_burst = 100000";
+    let a_ports = [Ports::new(), Ports::new()];
+    let b_ports = Ports::new();
+    let a: Vec<Service> = a_ports
+        .iter()
+        .map(|p| common::start(p, &common::cluster_extra(&redis.url(), &pa, limits)))
+        .collect();
+    let b = common::start(&b_ports, &common::cluster_extra(&redis.url(), &pb, limits));
+    // Deployment A works across its two instances.
+    let refs: Vec<&Service> = a.iter().collect();
+    let r = common::drive_at(
+        &refs,
+        &common::bases(&a_ports.iter().collect::<Vec<_>>()),
+        "ordering",
+        &json!({"n": 100}),
+    );
+    assert_eq!(r["received"], json!(100), "{r}");
+    // A REST room of deployment A is unknown to deployment B, and B lists no room of A's.
+    let room = common::http(
+        "POST",
+        &format!("{}/api/rooms", common::base(&a_ports[0])),
+        &[],
+        Some(&json!({"name": "a-only"})),
+    );
+    assert_eq!(room.status, 201, "{room:?}");
+    let id = room.body["id"].as_str().expect("room id").to_string();
+    let on_a1 = common::http(
+        "GET",
+        &format!("{}/api/rooms/{id}", common::base(&a_ports[1])),
+        &[],
+        None,
+    );
+    assert_eq!(
+        on_a1.status, 200,
+        "the other instance of A sees it: {on_a1:?}"
+    );
+    let on_b = common::http(
+        "GET",
+        &format!("{}/api/rooms/{id}", common::base(&b_ports)),
+        &[],
+        None,
+    );
+    assert_eq!(on_b.status, 404, "{on_b:?}");
+    let list_b = common::http(
+        "GET",
+        &format!("{}/api/rooms", common::base(&b_ports)),
+        &[],
+        None,
+    );
+    assert_eq!(list_b.body["rooms"], json!([]), "{list_b:?}\n{}", b.logs());
+    // The same free-form room id in both deployments: two rooms, peers isolated.
+    let r = common::drive_at(
+        &[&a[0], &b],
+        &format!("{},{}", common::base(&a_ports[0]), common::base(&b_ports)),
+        "sameRoom",
+        &json!({}),
+    );
+    assert_eq!(r["bPeers"], json!(0), "B saw A's peer in its room: {r}");
+    assert_eq!(
+        r["offer"]["error"]["code"], "unknown-peer",
+        "a peer of deployment A reached one of deployment B: {r}"
+    );
+    // Control: the same scenario within deployment A does see the other peer.
+    let r = common::drive_at(
+        &refs,
+        &common::bases(&a_ports.iter().collect::<Vec<_>>()),
+        "sameRoom",
+        &json!({"room": "same-room-a"}),
+    );
+    assert_eq!(r["bPeers"], json!(1), "{r}");
+    assert_eq!(r["offer"]["ok"], json!(true), "{r}");
+}
+
+/// A password in the URL, given through `redis_url_file`: the instance authenticates, and the
+/// password appears in no log line.
+#[test]
+fn a_redis_password_from_redis_url_file_authenticates_and_is_never_logged() {
+    const PW: &str = "s3cret-redis-pass-4b1d";
+    let redis = RedisServer::start_with_password(PW);
+    let url = format!("redis://:{PW}@127.0.0.1:{}", redis.port());
+    let prefix = common::unique_prefix("pw");
+    let ports = [Ports::new(), Ports::new()];
+    let extra = format!(
+        "redis_url_file = \"redis-url\"\nredis_prefix = \"{prefix}\"\nrate_limit_per_second = 100000\nrate_limit_burst = 100000"
+    );
+    let nodes: Vec<Service> = ports
+        .iter()
+        .map(|p| {
+            Service::start_with(
+                "switchboard-signaling",
+                &common::config(p, &extra),
+                &[("redis-url", url.as_bytes())],
+                &[],
+            )
+        })
+        .collect();
+    let refs: Vec<&Service> = nodes.iter().collect();
+    let r = common::drive_at(
+        &refs,
+        &common::bases(&ports.iter().collect::<Vec<_>>()),
+        "ordering",
+        &json!({"n": 100}),
+    );
+    assert_eq!(r["received"], json!(100), "{r}");
+    for n in &nodes {
+        let logs = n.logs();
+        assert!(logs.contains("Multi-instance mode"), "{logs}");
+        assert!(!logs.contains(PW), "the Redis password was logged: {logs}");
+    }
+    // Without the password Redis refuses, and the instance says so and does not start.
+    let p = Ports::new();
+    let bare = format!(
+        "redis_url = \"redis://127.0.0.1:{}\"\nredis_prefix = \"{prefix}\"",
+        redis.port()
+    );
+    let mut svc = Service::spawn(
+        "switchboard-signaling",
+        &common::config(&p, &bare),
+        &[],
+        &[],
+    );
+    let status = svc
+        .wait_exit(Duration::from_secs(40))
+        .unwrap_or_else(|e| panic!("an instance Redis refuses must not start: {e}"));
+    assert!(!status.success(), "{status}");
+    assert!(svc.logs().contains("could not"), "{}", svc.logs());
+}
