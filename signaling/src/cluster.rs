@@ -638,9 +638,12 @@ impl Cluster {
         if p.len() < MAX_PENDING_LEAVES {
             p.push(peer_id.to_string());
         } else {
-            // Too many to remember: let the registration lapse instead (others reap us).
-            tracing::warn!("Too many disconnects waiting for Redis; this instance will be fenced");
-            self.up.store(false, Ordering::SeqCst);
+            // Bounded: beyond, a peer stays listed in its rooms until this instance stops
+            // (its room-mates' events to it are answered `unknown-peer`).
+            tracing::error!(
+                peer = %peer_id,
+                "Too many disconnects waiting for Redis: this one is not replayed"
+            );
         }
     }
 
