@@ -125,6 +125,7 @@ static GATE_CONFIG: LazyLock<GateConfig> = LazyLock::new(|| GateConfig {
     unauth_requests_per_second: 5,
     max_permissions_per_allocation: 4,
     pending_cap: 16,
+    strict_expiry: true,
 });
 
 /// The harness user's credential, our nonce for it and its long-term key, made once.

@@ -82,6 +82,7 @@ impl Relay {
             unauth_requests_per_second: r.unauth_requests_per_second,
             max_permissions_per_allocation: r.max_permissions_per_allocation,
             pending_cap: crate::control::gate::PENDING_CAP,
+            strict_expiry: cfg.relay.strict_expiry,
         };
         let creds = Arc::new(Credentials::new(cfg.turn.secrets.clone()));
         let gate = Arc::new(Gate::new(

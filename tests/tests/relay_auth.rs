@@ -174,3 +174,74 @@ fn sighup_rotation_accepts_listed_old_secrets_and_refuses_removed_ones() {
     let status = relay.wait_exit(Duration::from_secs(10)).expect("exit");
     assert!(status.success(), "{status}");
 }
+
+/// SPEC 3.2 `relay.strict_expiry`. A credential valid for 2 s makes an allocation; once its
+/// expiry time has passed (a wall-clock condition, polled):
+/// - `false` (the default): the allocation's own credential still refreshes it, adds a
+///   permission and binds a channel, and the allocation relays: a call outlives
+///   `credential_ttl`;
+/// - `true`: the Refresh gets 401 (the allocation ends with its lifetime);
+///
+/// and in both modes a new Allocate with the expired credential gets 401, and another
+/// user's valid credential still cannot touch the allocation (441).
+fn past_expiry(strict: bool) {
+    let ports = Ports::new();
+    let extra = if strict { "strict_expiry = true" } else { "" };
+    let _relay = Service::start(
+        "switchboard-relay",
+        &relay_config(&ports, &["127.0.0.0/8"], &[], extra),
+    );
+    let server = relay_addr(&ports);
+    let issued = relay_support::now_unix();
+    let short = switchboard_config::credentials::mint(
+        &secrecy::SecretString::from(TEST_SECRET.to_string()),
+        "alice",
+        Duration::from_secs(2),
+        issued,
+    );
+    let mut c = RawClient::new(server, &short);
+    let relayed = c
+        .allocate()
+        .expect("allocates while the credential is valid");
+    assert!(
+        eventually(Duration::from_secs(15), || relay_support::now_unix()
+            > issued + 2),
+        "the credential's expiry time never passed"
+    );
+    let (peer, peer_addr) = relay_support::udp_peer("127.0.0.1");
+    let refreshed = c.refresh(Duration::from_secs(600));
+    if strict {
+        assert_eq!(
+            refreshed, 401,
+            "strict_expiry: the expired credential is refused"
+        );
+    } else {
+        assert_eq!(
+            refreshed, 200,
+            "the allocation's own credential refreshes it"
+        );
+        assert_eq!(c.create_permission(&[peer_addr]), 200);
+        assert_eq!(c.channel_bind(0x4000, peer_addr), 200);
+        relay_support::round_trip(&c, 0x4000, &peer, relayed, b"still talking");
+        let mut mallory = c.sharing(&credential(TEST_SECRET, "mallory"));
+        assert_eq!(
+            mallory.refresh(Duration::from_secs(600)),
+            441,
+            "another user's credential on this allocation"
+        );
+    }
+    assert_401(
+        RawClient::new(server, &short).allocate(),
+        "a new Allocate with the expired credential",
+    );
+}
+
+#[test]
+fn with_strict_expiry_off_an_allocation_outlives_its_credential() {
+    past_expiry(false);
+}
+
+#[test]
+fn with_strict_expiry_on_the_refresh_after_expiry_is_refused() {
+    past_expiry(true);
+}

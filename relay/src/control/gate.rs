@@ -108,6 +108,9 @@ pub struct GateConfig {
     pub max_permissions_per_allocation: usize,
     /// Requests followed at once ([`PENDING_CAP`] in service).
     pub pending_cap: usize,
+    /// `relay.strict_expiry`: `false` lets an allocation's own credential keep refreshing it
+    /// (and adding permissions and channels) after the credential's expiry time.
+    pub strict_expiry: bool,
 }
 
 #[derive(Debug)]

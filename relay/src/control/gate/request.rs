@@ -17,7 +17,7 @@ use stun::message::{
 
 use super::pending::{Full, PendingTable};
 use super::{CRATE_READ_LIMIT, Gate, Inbound, Pending, PendingKey, lock};
-use crate::control::auth::{split_username, verify_message};
+use crate::control::auth::{split_username, verify_message_past_expiry};
 use crate::control::nonce::NonceCheck;
 use crate::control::tables::{AllocState, ClientKey};
 use crate::policy::canonical;
@@ -71,7 +71,17 @@ impl Gate {
             NonceCheck::Invalid => return self.unauthorized(m, "bad_nonce", client, unix),
         }
         let secrets = self.creds.secrets();
-        let key = match verify_message(m, secrets.all(), &username, &realm, unix) {
+        // SPEC 3.2: unless `strict_expiry`, the credential that made an allocation keeps
+        // refreshing it (and its permissions and channels) past its expiry time, so a call
+        // outlives `credential_ttl`. A new Allocate always needs an unexpired credential.
+        let continuing = !self.cfg.strict_expiry
+            && m.typ.method != METHOD_ALLOCATE
+            && alloc
+                .as_ref()
+                .is_some_and(|a| a.username() == Some(username.as_str()));
+        let verified =
+            verify_message_past_expiry(m, secrets.all(), &username, &realm, unix, continuing);
+        let key = match verified {
             Ok(key) => key,
             Err(e) => return self.unauthorized(m, e.reason(), client, unix),
         };

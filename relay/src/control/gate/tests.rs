@@ -99,6 +99,7 @@ fn fixture_with(
         unauth_requests_per_second: 5,
         max_permissions_per_allocation: 64,
         pending_cap: PENDING_CAP,
+        strict_expiry: true,
     };
     tweak(&mut cfg);
     let secrets = Secrets::new(vec![SecretString::from(SECRET.to_string())]).expect("secrets");
