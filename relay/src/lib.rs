@@ -111,12 +111,16 @@ pub async fn run_with(
     let streams = listeners.streams.map(StreamListeners::spawn);
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let metrics_addr = listeners.metrics.local_addr().ok();
+    let readiness = Arc::new(http::Readiness::default());
     let http = tokio::spawn(
-        axum::serve(listeners.metrics, http::app(metrics))
-            .with_graceful_shutdown(async {
-                let _ = http_stop_rx.await;
-            })
-            .into_future(),
+        axum::serve(
+            listeners.metrics,
+            http::app(metrics, Arc::clone(&readiness)),
+        )
+        .with_graceful_shutdown(async {
+            let _ = http_stop_rx.await;
+        })
+        .into_future(),
     );
     tracing::info!(
         udp = ?on.udp,
@@ -128,6 +132,7 @@ pub async fn run_with(
     if !extra.is_empty() {
         tracing::info!(other = ?extra, "Relay also serving other client transports");
     }
+    readiness.set(true);
     ready();
     tokio::pin!(shutdown);
     loop {
@@ -147,6 +152,7 @@ pub async fn run_with(
             }
         }
     }
+    readiness.set(false);
     tracing::info!(allocations = relay.allocations(), "Shutting down");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     if let Some(streams) = streams {

@@ -245,3 +245,19 @@ fn with_strict_expiry_off_an_allocation_outlives_its_credential() {
 fn with_strict_expiry_on_the_refresh_after_expiry_is_refused() {
     past_expiry(true);
 }
+
+/// SPEC 3.2: `GET /ready` on `metrics_listen` answers 200 once the relay accepts
+/// allocations (READY=1 has been sent), beside `/health`. (503 while shutting down is covered
+/// by the router's unit test: the window during a real shutdown is too short to observe.)
+#[test]
+fn ready_answers_200_on_the_metrics_listener_while_the_relay_serves() {
+    let ports = Ports::new();
+    let _relay = start(&ports);
+    let mut res = ureq::get(&format!("http://127.0.0.1:{}/ready", ports.metrics))
+        .call()
+        .expect("GET /ready");
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.body_mut().read_to_string().expect("body"), "ready\n");
+    let mut c = RawClient::new(relay_addr(&ports), &credential(TEST_SECRET, "alice"));
+    c.allocate().expect("it does accept allocations");
+}
