@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse as _, Response};
 use futures::{SinkExt as _, StreamExt as _};
 use hyper_util::rt::TokioIo;
@@ -29,12 +29,12 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::hub::Hub;
 use crate::ratelimit::EventLimiter;
 use crate::rest::AppError;
+use crate::socket::native;
 
 /// Messages queued for one id that is not connected; beyond, the sender gets EXPIRE.
 pub const MAX_QUEUED: usize = 64;
@@ -362,12 +362,7 @@ pub async fn websocket(State(hub): State<Arc<Hub>>, mut req: Request) -> Respons
         hub.metrics.auth_failures.inc();
         return AppError::forbidden("origin not allowed").into_response();
     }
-    let Some(accept) = req
-        .headers()
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|k| derive_accept_key(k.as_bytes()))
-        .and_then(|a| HeaderValue::from_str(&a).ok())
-    else {
+    let Some(accept) = native::accept_key(req.headers()) else {
         return AppError::bad_request("a WebSocket upgrade is required").into_response();
     };
     let ip = req
@@ -403,13 +398,7 @@ pub async fn websocket(State(hub): State<Arc<Hub>>, mut req: Request) -> Respons
             hub.remove_connection(ip);
         }
     });
-    let mut res = Response::new(axum::body::Body::empty());
-    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = res.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    res
+    native::switching_protocols(accept)
 }
 
 /// `a=1&b=x%20y` → pairs, percent-decoded (`+` is a space).
@@ -443,14 +432,6 @@ fn decode(s: &str) -> Option<String> {
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-fn ws_config(hub: &Hub) -> WebSocketConfig {
-    let limit = crate::socket::transport_limit(hub.cfg.signaling.max_payload_bytes);
-    WebSocketConfig::default()
-        .read_buffer_size(crate::socket::WS_READ_BUFFER)
-        .max_message_size(Some(limit))
-        .max_frame_size(Some(limit))
-}
-
 async fn refuse(ws: &mut Ws, text: String) {
     let _ = ws.send(Message::text(text)).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
@@ -469,9 +450,12 @@ pub enum Claim {
 }
 
 async fn serve(hub: &Arc<Hub>, io: hyper::upgrade::Upgraded, q: &HashMap<String, String>) {
-    let mut ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(ws_config(hub)))
-            .await;
+    let mut ws = WebSocketStream::from_raw_socket(
+        TokioIo::new(io),
+        Role::Server,
+        Some(native::ws_config(hub)),
+    )
+    .await;
     let (Some(key), Some(id), Some(token)) = (
         q.get("key").filter(|s| !s.is_empty()),
         q.get("id").filter(|s| !s.is_empty()),

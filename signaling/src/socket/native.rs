@@ -101,14 +101,7 @@ fn is_upgrade(h: &HeaderMap) -> bool {
 
 /// Answers the upgrade (101) and spawns the connection's task.
 pub fn upgrade(hub: Arc<Hub>, mut req: Request) -> Response {
-    let Some(accept) = req
-        .headers()
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|k| derive_accept_key(k.as_bytes()))
-    else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    let Ok(accept) = HeaderValue::from_str(&accept) else {
+    let Some(accept) = accept_key(req.headers()) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
     let origin = req
@@ -136,6 +129,17 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request) -> Response {
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
     });
+    switching_protocols(accept)
+}
+
+/// The `Sec-WebSocket-Accept` answer to a request's `Sec-WebSocket-Key`.
+pub(crate) fn accept_key(headers: &HeaderMap) -> Option<HeaderValue> {
+    let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
+    HeaderValue::from_str(&derive_accept_key(key.as_bytes())).ok()
+}
+
+/// The 101 answer of a WebSocket upgrade (the connection's task takes over the socket).
+pub(crate) fn switching_protocols(accept: HeaderValue) -> Response {
     let mut res = Response::new(axum::body::Body::empty());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();
@@ -146,8 +150,8 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request) -> Response {
 }
 
 /// Small buffers (signaling events are a few hundred bytes) and the transport limit on
-/// messages and frames (see [`super::transport_limit`]).
-fn ws_config(hub: &Hub) -> WebSocketConfig {
+/// messages and frames (see [`super::transport_limit`]); also the PeerJS endpoint's.
+pub(crate) fn ws_config(hub: &Hub) -> WebSocketConfig {
     let limit = super::transport_limit(hub.cfg.signaling.max_payload_bytes);
     WebSocketConfig::default()
         .read_buffer_size(WS_READ_BUFFER)
